@@ -1,0 +1,57 @@
+"""Typed errors. The CLI boundary turns each into one line (message + fix) and a non-zero exit."""
+
+from __future__ import annotations
+
+
+class FinetuneError(Exception):
+    """A user-facing error: `message` says what is wrong, `fix` says what to do about it."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, fix: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def one_line(self) -> str:
+        text = " ".join(self.message.split())
+        if self.fix:
+            text += f" Fix: {' '.join(self.fix.split())}"
+        return text
+
+
+class InputError(FinetuneError):
+    """A file, flag or value the user gave is missing or wrong."""
+
+
+class DataError(InputError):
+    """A dataset has bad records; `problems` lists (line number, reason)."""
+
+    def __init__(self, message: str, fix: str = "", problems: list[tuple[int, str]] | None = None):
+        super().__init__(message, fix)
+        self.problems = problems or []
+
+
+class UnknownPreset(InputError):
+    pass
+
+
+class ModelNotFound(InputError):
+    pass
+
+
+class EnvironmentProblem(FinetuneError):
+    """Something missing from the machine (a package, CUDA, disk space)."""
+
+    exit_code = 3
+
+
+class StageFailed(FinetuneError):
+    """An XTuner step failed; `log_tail` holds the last lines of its output."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, fix: str = "", log_tail: str = "", log_path: str = ""):
+        super().__init__(message, fix)
+        self.log_tail = log_tail
+        self.log_path = log_path
