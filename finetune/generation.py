@@ -9,21 +9,10 @@ Message = dict[str, str]
 
 
 def load_for_generation(model_dir: str | Path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(model, tokenizer) in eval mode: fp32 on CPU, bf16/fp16 on CUDA."""
+    from .modelload import load_model
 
-    cuda = torch.cuda.is_available()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.bfloat16 if cuda else torch.float32)
-    return model.to("cuda" if cuda else "cpu").eval(), tokenizer
-
-
-def stop_token_ids(model, tokenizer) -> list[int]:
-    ids = [tokenizer.eos_token_id]
-    eos = model.generation_config.eos_token_id
-    ids += eos if isinstance(eos, list) else [eos]
-    ids += [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>")]
-    return sorted({i for i in ids if isinstance(i, int) and i != tokenizer.unk_token_id})
+    return load_model(model_dir)
 
 
 def answer_batch(
@@ -42,6 +31,8 @@ def answer_batch(
 
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    from .chat import stop_token_ids
+
     stops = stop_token_ids(model, tokenizer)
     results: list[tuple[str, bool]] = []
     try:

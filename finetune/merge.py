@@ -13,12 +13,7 @@ from .chat_template import build_chat_template, load_xtuner_template, stop_words
 from .convert import META_FILE
 from .errors import InputError, ModelNotFound
 from .fsutil import atomic_dir
-
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
-
-
-def has_weights(folder: Path) -> bool:
-    return any(any(folder.glob(p)) for p in WEIGHT_PATTERNS)
+from .modelload import has_weights
 
 
 def read_adapter_meta(adapter: Path) -> dict:

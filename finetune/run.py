@@ -305,6 +305,7 @@ def _main(args) -> int:
     result = run(options)
     print_samples(result.samples)
     print(f"\nRun directory: {result.run_dir}")
-    print(f"  merged model: {result.merged}\n  adapter:      {result.adapter}\n  loss curve:   {result.run_dir / 'loss.png'}")
+    print(f"  merged model: {result.merged}\n  adapter:      {result.adapter}")
+    print(f"  loss curve:   {result.run_dir / 'loss.png'}")
     print(f"Chat with it: python -m finetune chat {result.run_dir}")
     return 0

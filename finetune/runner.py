@@ -21,7 +21,7 @@ TOOLS = {
     "merge": "xtuner.tools.model_converters.merge",
     "chat": "xtuner.tools.chat",
 }
-NOISE = ("GLIBCXX_3.4.32", "libbitsandbytes_cpu.so")
+NOISE = ("GLIBCXX_3.4.32", "libbitsandbytes_cpu.so", "kernels-community")
 
 
 @dataclass
