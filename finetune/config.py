@@ -45,6 +45,7 @@ class ConfigSpec:
     grad_accum: int = 16
     max_length: int = 2048
     pack: bool = True
+    group_by_length: bool = True  # without packing: batch samples of similar length (less padding)
     lora_r: int = 64
     lora_alpha: int = 16
     lora_dropout: float = 0.1
@@ -139,8 +140,11 @@ def render(spec: ConfigSpec, *, command: str = "", config_path: str = "CONFIG.py
         half = "float32"
     warmup = warmup_ratio_for(spec)
     eval_inputs = spec.evaluation_inputs or IDENTITY_EVAL["both"]
-    model_import = "from finetune.xtuner_cpu_patch import SupervisedFinetune" if not on_gpu else \
+    grouped = spec.group_by_length and not spec.pack
+    model_import = "from finetune.xtuner_compat import SupervisedFinetune" if not on_gpu else \
         "from xtuner.model import SupervisedFinetune"
+    if grouped:
+        model_import += "\nfrom finetune.xtuner_compat import LengthGroupedSampler"
 
     quant_block = ""
     if quant == "4bit":
@@ -177,6 +181,12 @@ optim_wrapper = dict(
     accumulative_counts=accumulative_counts,
 )"""
 
+    if grouped:
+        sampler = ("dict(\n        type=LengthGroupedSampler,  # samples of similar length share a batch: less padding\n"
+                   "        length_property=\"length\",\n"
+                   "        per_device_batch_size=batch_size * accumulative_counts,\n    )")
+    else:
+        sampler = "dict(type=DefaultSampler, shuffle=True)"
     if spec.pretrain:
         template_map = "None  # incremental pre-training: loss on the whole text, no chat template"
     else:
@@ -303,7 +313,7 @@ train_dataloader = dict(
     batch_size=batch_size,
     num_workers=dataloader_num_workers,
     dataset=train_dataset,
-    sampler=dict(type=DefaultSampler, shuffle=True),
+    sampler={sampler},
     collate_fn=dict(type=default_collate_fn, use_varlen_attn=use_varlen_attn),
 )
 
@@ -434,6 +444,8 @@ def add_config_arguments(parser, *, data_required: bool = True) -> None:
     parser.add_argument("--max-length", dest="max_length", type=int, default=None, help="tokens (default 2048)")
     parser.add_argument("--pack", dest="pack", action="store_true", default=None, help="pack samples (default)")
     parser.add_argument("--no-pack", dest="pack", action="store_false", help="one sample per sequence")
+    parser.add_argument("--no-group-by-length", dest="group_by_length", action="store_false", default=None,
+                        help="without packing, batch samples in random order instead of by similar length")
     parser.add_argument("--lora-r", dest="lora_r", type=int, default=None, help="LoRA rank (default: preset's)")
     parser.add_argument("--lora-alpha", dest="lora_alpha", type=int, default=None, help="LoRA alpha")
     parser.add_argument("--quant", choices=QUANT_CHOICES, default=None,

@@ -28,7 +28,8 @@ SAMPLE_PROMPTS = ["请介绍一下你自己", "Who are you?", "What is the capit
 EMBEDDED_RECIPE = dict(epochs=3, lr=1e-3, batch_size=8, grad_accum=1, max_length=256, pack=False,
                        lora_r=16, lora_alpha=32, evaluation_freq=0, eval_max_new_tokens=32, save_steps=10000,
                        save_total_limit=1)
-EMBEDDED_IDENTITY_COUNT = 120
+EMBEDDED_IDENTITY_COUNT = 100
+REPLAY_MAX_NEW_TOKENS = 64  # replay answers dominate the training tokens; 64 keeps the CPU demo short
 
 
 @dataclass
@@ -123,7 +124,8 @@ class Runner:
                 from .embedded import cache_dir
 
                 cache = cache_dir() / "replay" / f"{slug(self.model_dir.name)}-{o.lang}.jsonl"
-                general = ensure_replay(self.model_dir, cache, lang=o.lang, system=self.system, progress=_log)
+                general = ensure_replay(self.model_dir, cache, lang=o.lang, system=self.system, batch_size=40,
+                                        max_new_tokens=REPLAY_MAX_NEW_TOKENS, progress=_log)
             records += mix_records(identity, general, o.mix_ratio, self.seed, self.system) if general else identity
         if not records:
             raise InputError("Nothing to train on.", "pass --name NAME (identity data) and/or --data FILE.")
@@ -287,7 +289,7 @@ def register(subparsers, formatter_class) -> None:
 
 
 CONFIG_FIELDS = ("prompt_template", "system", "pretrain", "epochs", "lr", "batch_size", "grad_accum", "max_length",
-                 "pack", "lora_r", "lora_alpha", "quant", "device", "grad_checkpointing", "evaluation_inputs",
+                 "pack", "group_by_length", "lora_r", "lora_alpha", "quant", "device", "grad_checkpointing", "evaluation_inputs",
                  "evaluation_freq", "eval_max_new_tokens", "save_steps", "save_total_limit", "seed")
 
 

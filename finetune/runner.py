@@ -41,7 +41,7 @@ class Launch:
 
 def tool_env() -> dict[str, str]:
     env = dict(os.environ)
-    # generated CPU configs import finetune.xtuner_cpu_patch, so the toolkit must be importable in the child
+    # generated configs may import finetune.xtuner_compat, so the toolkit must be importable in the child
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TOOLKIT_ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
