@@ -28,8 +28,8 @@ SAMPLE_PROMPTS = ["请介绍一下你自己", "Who are you?", "What is the capit
 EMBEDDED_RECIPE = dict(epochs=3, lr=1e-3, batch_size=8, grad_accum=1, max_length=256, pack=False,
                        lora_r=16, lora_alpha=32, evaluation_freq=0, eval_max_new_tokens=32, save_steps=10000,
                        save_total_limit=1)
-EMBEDDED_IDENTITY_COUNT = 100
-REPLAY_MAX_NEW_TOKENS = 64  # replay answers dominate the training tokens; 64 keeps the CPU demo short
+EMBEDDED_IDENTITY_COUNT = 80
+REPLAY_MAX_NEW_TOKENS = 96  # shorter replay answers (64) trained faster but let more general answers leak
 
 
 @dataclass

@@ -147,6 +147,7 @@ def plot_loss(history: list[dict], out: str | Path, title: str = "training loss"
         ax2 = ax.twinx()
         ax2.plot([p[0] for p in lrs], [p[1] for p in lrs], color="#f59e0b", linewidth=1, alpha=0.7, label="lr")
         ax2.set_ylabel("learning rate")
+    fig.legend(loc="upper right", bbox_to_anchor=(0.88, 0.88))
     fig.tight_layout()
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp.png")

@@ -43,7 +43,7 @@ def test_chain_writes_every_artifact(run_dir):
     assert (run_dir / "merged" / "model.safetensors").is_file()
     assert (run_dir / "loss.png").read_bytes()[:4] == b"\x89PNG"
     history = [json.loads(line) for line in (run_dir / "work_dir" / "metrics.jsonl").read_text().splitlines()]
-    assert history[-1]["loss"] < history[0]["loss"] / 3
+    assert history[-1]["loss"] < 0.4 * max(h["loss"] for h in history[:10])
     lr = json.loads((run_dir / "run.json").read_text())["spec"]["lr"]
     assert max(h["lr"] for h in history) == pytest.approx(lr, rel=0.05)  # warmup really ramps the LR
 
