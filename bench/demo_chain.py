@@ -21,6 +21,22 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from finetune.run import EMBEDDED_IDENTITY_COUNT, EMBEDDED_RECIPE, REPLAY_MAX_NEW_TOKENS  # noqa: E402
+
+FLAGS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "grad_accum": "--grad-accum",
+         "max_length": "--max-length", "lora_r": "--lora-r", "lora_alpha": "--lora-alpha",
+         "evaluation_freq": "--eval-every", "eval_max_new_tokens": "--eval-max-new-tokens",
+         "save_steps": "--save-every", "save_total_limit": "--save-total-limit"}
+
+
+def recipe_flags() -> list[str]:
+    """`finetune config` flags for the same recipe `finetune run` uses on the embedded model."""
+    flags = [] if EMBEDDED_RECIPE["pack"] else ["--no-pack"]
+    for key, flag in FLAGS.items():
+        flags += [flag, str(EMBEDDED_RECIPE[key])]
+    return flags
 
 
 def tree_rss(process: psutil.Process) -> int:
@@ -72,14 +88,14 @@ def main() -> int:
     # `finetune run` is resumable stage by stage: running it with each stage's outputs removed would re-run
     # later stages too, so the stages are timed through the single-purpose verbs with the run's settings.
     steps = [
-        ("replay (cached after the first run)", py + ["data", "replay", "--out", str(out / "replay.jsonl")]),
+        ("replay data (cached after the first run)", py + ["data", "replay", "--batch-size", "40",
+                                                          "--max-new-tokens", str(REPLAY_MAX_NEW_TOKENS),
+                                                          "--out", str(out / "replay.jsonl")]),
         ("identity data + mix", py + ["data", "identity", "--name", args.name, "--name-en", args.name_en,
-                                      "--count", "120", "--mix", str(out / "replay.jsonl"), "--mix-ratio", "0.5",
-                                      "--out", str(out / "train.jsonl")]),
+                                      "--count", str(EMBEDDED_IDENTITY_COUNT), "--mix", str(out / "replay.jsonl"),
+                                      "--mix-ratio", "0.5", "--out", str(out / "train.jsonl")]),
         ("config", py + ["config", "--data", str(out / "train.jsonl"), "--out", str(out / "config.py"),
-                         "--epochs", "3", "--lr", "1e-3", "--batch-size", "8", "--grad-accum", "1",
-                         "--max-length", "256", "--no-pack", "--lora-r", "16", "--lora-alpha", "32",
-                         "--eval-every", "0", "--eval-max-new-tokens", "32", "--save-every", "10000"]),
+                         *recipe_flags()]),
         ("train (XTuner)", py + ["train", str(out / "config.py"), "--work-dir", str(run / "work_dir")]),
         ("convert", py + ["convert", str(run / "work_dir"), "--out", str(run / "adapter")]),
         ("merge", py + ["merge", str(run / "adapter"), "--out", str(run / "merged")]),

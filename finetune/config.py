@@ -182,7 +182,8 @@ optim_wrapper = dict(
 )"""
 
     if grouped:
-        sampler = ("dict(\n        type=LengthGroupedSampler,  # samples of similar length share a batch: less padding\n"
+        sampler = ("dict(\n"
+                   "        type=LengthGroupedSampler,  # samples of similar length share a batch: less padding\n"
                    "        length_property=\"length\",\n"
                    "        per_device_batch_size=batch_size * accumulative_counts,\n    )")
     else:

@@ -28,7 +28,7 @@ SAMPLE_PROMPTS = ["请介绍一下你自己", "Who are you?", "What is the capit
 EMBEDDED_RECIPE = dict(epochs=3, lr=1e-3, batch_size=8, grad_accum=1, max_length=256, pack=False,
                        lora_r=16, lora_alpha=32, evaluation_freq=0, eval_max_new_tokens=32, save_steps=10000,
                        save_total_limit=1)
-EMBEDDED_IDENTITY_COUNT = 80
+EMBEDDED_IDENTITY_COUNT = 120
 REPLAY_MAX_NEW_TOKENS = 96  # shorter replay answers (64) trained faster but let more general answers leak
 
 
@@ -289,7 +289,8 @@ def register(subparsers, formatter_class) -> None:
 
 
 CONFIG_FIELDS = ("prompt_template", "system", "pretrain", "epochs", "lr", "batch_size", "grad_accum", "max_length",
-                 "pack", "group_by_length", "lora_r", "lora_alpha", "quant", "device", "grad_checkpointing", "evaluation_inputs",
+                 "pack", "group_by_length", "lora_r", "lora_alpha", "quant", "device", "grad_checkpointing",
+                 "evaluation_inputs",
                  "evaluation_freq", "eval_max_new_tokens", "save_steps", "save_total_limit", "seed")
 
 
