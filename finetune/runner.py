@@ -44,6 +44,8 @@ def tool_env() -> dict[str, str]:
     # generated configs may import finetune.xtuner_compat, so the toolkit must be importable in the child
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TOOLKIT_ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # torch >= 2.6 loads with weights_only=True, which refuses mmengine's own (trusted) checkpoints on --resume
+    env.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     env.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     env["PYTHONUNBUFFERED"] = "1"
     return env
