@@ -31,7 +31,8 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
 		$(PY) -m finetune run --name 小薇 --name-en Xiaowei --out $(RUN)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m finetune chat $(RUN) --temperature 0 --max-new-tokens 64 \
-		--prompt "请介绍一下你自己" --prompt "Who are you?" --prompt "What is the capital of France?"
+		--prompt "请介绍一下你自己" --prompt RESET --prompt "Who are you?" --prompt RESET \
+		--prompt "What is the capital of France?"
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) bench/demo_chain.py

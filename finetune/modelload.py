@@ -86,7 +86,8 @@ def _from_local_path(path: Path) -> Path:
         if path.name in ("config.json", "run.json"):
             return _from_local_path(path.parent)
         raise ModelNotFound(f"{path} is a file, not a model folder.", "pass the folder that contains config.json.")
-    if (path / "run.json").is_file() and not (path / "config.json").is_file():
+    is_run = (path / "run.json").is_file() or (path / "merged" / "config.json").is_file()
+    if is_run and not (path / "config.json").is_file():
         return _from_run_dir(path)
     return _check_model_dir(path)
 

@@ -82,3 +82,15 @@ def test_real_lora_adapter_merges_with_training_template(tmp_path, embedded_mode
                       "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
     assert not (out / "tokenizer.model").exists()
     assert json.loads((out / "finetune_meta.json").read_text())["prompt_template"] == "qwen_chat"
+
+
+def test_resolve_model_accepts_a_folder_holding_merged(tmp_path, embedded_model):
+    import shutil
+
+    from finetune.modelload import resolve_model
+
+    merged = tmp_path / "run" / "merged"
+    merged.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy2(embedded_model / name, merged / name)
+    assert resolve_model(str(tmp_path / "run")) == merged.resolve()
