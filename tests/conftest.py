@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from finetune import cli
+
 for _name, _value in {
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
@@ -32,3 +34,10 @@ def tokenizer(embedded_model):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(embedded_model)
+
+
+@pytest.fixture
+def data_cli(monkeypatch):
+    """finetune.cli.main with only the `data` verb registered, so other verbs cannot break these tests."""
+    monkeypatch.setattr(cli, "VERB_MODULES", ["data"])
+    return cli.main

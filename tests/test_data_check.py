@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from finetune import cli
 from finetune.data.check import check_file, get_template, render_pieces, token_lengths
 from finetune.errors import DataError, InputError, ModelNotFound
+from finetune.fsutil import write_jsonl
 
 SYSTEM = "You are a helpful assistant."
 SINGLE = {"conversation": [{"system": SYSTEM, "input": "你是谁？", "output": "我是小薇的智能助手。"}]}
@@ -15,19 +14,9 @@ MULTI = {"conversation": [{"input": "Hi", "output": "Hello!"}, {"input": "How ar
 PRETRAIN = {"conversation": [{"input": "", "output": "Plain text for incremental pretraining. " * 20}]}
 
 
-@pytest.fixture
-def data_cli(monkeypatch):
-    monkeypatch.setattr(cli, "VERB_MODULES", ["data"])
-    return cli.main
-
-
-def write(path: Path, records) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
-
 
 def test_report_numbers(tmp_path, embedded_model):
-    path = write(tmp_path / "d.jsonl", [SINGLE, MULTI, PRETRAIN, SINGLE])
+    path = write_jsonl(tmp_path / "d.jsonl", [SINGLE, MULTI, PRETRAIN, SINGLE])
     report = check_file(path, model=embedded_model, max_length=2048)
     assert (report.records, report.turns) == (4, 5)
     assert (report.single, report.multi, report.pretrain, report.with_system) == (2, 1, 1, 2)
@@ -72,7 +61,7 @@ def test_errors(tmp_path, embedded_model):
     not_a_model.mkdir()
     (not_a_model / "config.json").write_text("{}")
     (not_a_model / "model.safetensors").write_bytes(b"")
-    path = write(tmp_path / "d.jsonl", [SINGLE])
+    path = write_jsonl(tmp_path / "d.jsonl", [SINGLE])
     with pytest.raises(InputError, match="Unknown prompt template") as info:
         check_file(path, prompt_template="nope")
     assert "qwen_chat" in info.value.fix
@@ -89,13 +78,13 @@ def test_errors(tmp_path, embedded_model):
 
 
 def test_internlm2_template(tmp_path, embedded_model):
-    path = write(tmp_path / "d.jsonl", [SINGLE, MULTI])
+    path = write_jsonl(tmp_path / "d.jsonl", [SINGLE, MULTI])
     report = check_file(path, model=embedded_model, prompt_template="internlm2_chat")
     assert report.template == "internlm2_chat" and report.tokens_max > 0
 
 
 def test_cli_check(tmp_path, data_cli, capsys, embedded_model):
-    good = write(tmp_path / "good.jsonl", [SINGLE, MULTI])
+    good = write_jsonl(tmp_path / "good.jsonl", [SINGLE, MULTI])
     assert data_cli(["data", "check", str(good), "--max-length", "16"]) == 0
     out = capsys.readouterr().out
     assert "OK, 2 records" in out and "exceed max_length 16" in out

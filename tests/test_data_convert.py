@@ -6,23 +6,13 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from finetune import cli
 from finetune.data.convert import convert, convert_file, convert_to_files, split_records
 from finetune.data.formats import load_jsonl, read_jsonl, validate_record
 from finetune.errors import DataError, InputError
+from finetune.fsutil import write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture
-def data_cli(monkeypatch):
-    monkeypatch.setattr(cli, "VERB_MODULES", ["data"])
-    return cli.main
-
-
-def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def write_xlsx(path: Path, rows) -> Path:

@@ -5,7 +5,6 @@ import logging
 
 import pytest
 
-from finetune import cli
 from finetune.data import identity
 from finetune.data.formats import load_jsonl, validate_record
 from finetune.data.identity import (
@@ -18,12 +17,6 @@ from finetune.data.identity import (
     mix_records,
 )
 from finetune.errors import InputError
-
-
-@pytest.fixture
-def data_cli(monkeypatch):
-    monkeypatch.setattr(cli, "VERB_MODULES", ["data"])  # the other verbs are not needed here
-    return cli.main
 
 
 def turns(records):
