@@ -78,10 +78,24 @@ def convert(source: str | Path, *, config: str | Path | None = None, checkpoint:
                 raise StageFailed(f"pth_to_hf finished but wrote no {required}.",
                                   f"see {work_dir / 'convert.log'}; is this a LoRA run (full fine-tunes have no "
                                   "adapter: use the converted folder as the merged model)?")
+        _add_training_tokenizer(info, tmp, progress)
         meta = {**info, "checkpoint": str(checkpoint), "config": str(config)}
         (tmp / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     progress(f"Adapter ready: {out}")
     return out
+
+
+def _add_training_tokenizer(info: dict, out: Path, progress) -> None:
+    """The base tokenizer with the training chat template, so base + adapter prompts exactly as trained."""
+    from .merge import save_training_tokenizer
+
+    base = Path(str(info.get("model_path") or ""))
+    if not (base / "tokenizer_config.json").is_file() or not info.get("prompt_template"):
+        progress(f"note: base model folder '{base}' not found here; the adapter gets no tokenizer (chat apps will "
+                 "use the base model's own template).")
+        return
+    trust = "auto_map" in json.loads((base / "config.json").read_text(encoding="utf-8") or "{}")
+    save_training_tokenizer(base, info["prompt_template"], info.get("system", ""), out, trust=trust)
 
 
 def register(subparsers, formatter_class) -> None:

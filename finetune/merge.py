@@ -53,10 +53,26 @@ def copy_remote_code(base: Path, out: Path) -> list[str]:
     return copied
 
 
-def apply_training_template(tokenizer, model, template_name: str, system: str) -> None:
+def save_training_tokenizer(base: str | Path, template_name: str, system: str, out: Path, *, trust: bool) -> None:
+    """Save the base tokenizer into `out` with the training chat template (an adapter then prompts as trained)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=trust)
+    set_training_template(tokenizer, template_name, system)
+    tokenizer.save_pretrained(out)
+    if _is_gguf_copy(out / "tokenizer.model"):  # GGUF-converted bases carry a useless 98 MB copy
+        (out / "tokenizer.model").unlink()
+
+
+def set_training_template(tokenizer, template_name: str, system: str) -> None:
     template = load_xtuner_template(template_name)
     tokenizer.chat_template = build_chat_template(template, default_system=system,
                                                   add_bos=xtuner_adds_bos(tokenizer))
+
+
+def apply_training_template(tokenizer, model, template_name: str, system: str) -> None:
+    set_training_template(tokenizer, template_name, system)
+    template = load_xtuner_template(template_name)
     stop_ids = []
     for word in stop_words(template):
         token_id = tokenizer.convert_tokens_to_ids(word)
@@ -102,9 +118,7 @@ def merge(adapter: str | Path, *, base: str | Path | None = None, out: str | Pat
         apply_training_template(tokenizer, model, template_name, system)
         progress(f"  merged ({time.time() - started:.0f}s); saving shards of at most {max_shard_size}")
         model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
-        tokenizer.save_pretrained(tmp)
-        if _is_gguf_copy(tmp / "tokenizer.model"):  # GGUF-converted bases carry a useless 98 MB copy
-            (tmp / "tokenizer.model").unlink()
+        save_training_tokenizer(base, template_name, system, tmp, trust=trust)
         copy_remote_code(base, tmp)
         (tmp / META_FILE).write_text(json.dumps({
             "base_model": str(base), "adapter": str(adapter), "prompt_template": template_name, "system": system,

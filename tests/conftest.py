@@ -41,3 +41,50 @@ def data_cli(monkeypatch):
     """finetune.cli.main with only the `data` verb registered, so other verbs cannot break these tests."""
     monkeypatch.setattr(cli, "VERB_MODULES", ["data"])
     return cli.main
+
+
+SYSTEM = "You are a helpful assistant."
+
+
+@pytest.fixture(scope="session")
+def lora_adapter(embedded_model, tmp_path_factory):
+    """An adapter folder as `finetune convert` writes it (random LoRA weights, so it visibly changes answers):
+    adapter files, the tokenizer with the training (qwen_chat) template, and finetune_meta.json."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from finetune.merge import save_training_tokenizer
+
+    out = tmp_path_factory.mktemp("adapter") / "adapter"
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(embedded_model, torch_dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                        task_type="CAUSAL_LM")
+    get_peft_model(model, config).save_pretrained(out)
+    save_training_tokenizer(embedded_model, "qwen_chat", SYSTEM, out, trust=False)
+    meta = {"model_path": str(embedded_model), "prompt_template": "qwen_chat", "system": SYSTEM}
+    (out / "finetune_meta.json").write_text(json.dumps(meta))
+    return out
+
+
+@pytest.fixture(scope="session")
+def plain_engine(embedded_model):
+    """The app's engine on the embedded model (no adapter)."""
+    from app.engine import ChatEngine
+    from app.models import ModelRequest, load
+
+    loaded = load(ModelRequest(), notice=lambda _: None)
+    return ChatEngine(loaded.model, loaded.tokenizer, info=loaded.info, default_system=loaded.default_system)
+
+
+@pytest.fixture(scope="session")
+def adapter_engine(lora_adapter):
+    """The app's engine on base + adapter (shared weights: compare switches the adapter off per row)."""
+    from app.engine import ChatEngine
+    from app.models import ModelRequest, load
+
+    loaded = load(ModelRequest(adapter=str(lora_adapter)), notice=lambda _: None)
+    return ChatEngine(loaded.model, loaded.tokenizer, info=loaded.info, default_system=loaded.default_system)

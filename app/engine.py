@@ -1,0 +1,431 @@
+"""The chat engine: prompt building with the model's own chat template, history trimming, token streaming.
+
+Generation runs in a worker thread; a streamer hands each row's new text to the caller through a queue, and a
+stopping criterion checks a `threading.Event`, so closing the stream (a Stop button, a dropped client, Ctrl-C)
+really ends the generation instead of leaving it running. Compare mode streams the base model and the fine-tuned
+model side by side: with base + adapter it is one batch of two rows, the adapter switched off for the first row
+(the weights are shared), otherwise two models in two threads.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import SettingsError
+
+Message = dict[str, str]
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<eoa>")
+DEFAULT_MAX_INPUT_CHARS = 16_000
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 512
+    temperature: float = 0.7  # 0 = greedy
+    top_p: float = 0.9
+    top_k: int = 40
+    repetition_penalty: float = 1.1
+
+    def validate(self) -> GenerationSettings:
+        checks = [
+            (self.max_new_tokens >= 1, f"max new tokens must be at least 1, not {self.max_new_tokens}",
+             "use e.g. 512"),
+            (self.temperature >= 0, f"temperature must be >= 0, not {self.temperature}", "use 0 for greedy, 0.7"),
+            (0 < self.top_p <= 1, f"top-p must be in (0, 1], not {self.top_p}", "use 0.9"),
+            (self.top_k >= 0, f"top-k must be >= 0, not {self.top_k}", "use 40 (0 = off)"),
+            (self.repetition_penalty > 0, f"repetition penalty must be > 0, not {self.repetition_penalty}",
+             "use 1.1 (1 = off)"),
+        ]
+        for ok, message, fix in checks:
+            if not ok:
+                raise SettingsError(message[0].upper() + message[1:] + ".", fix + ".")
+        return self
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        self.validate()
+        common = {"max_new_tokens": int(self.max_new_tokens), "repetition_penalty": float(self.repetition_penalty)}
+        if self.temperature == 0:
+            # None (not the model's generation_config values) keeps transformers from warning about sampling flags.
+            return {**common, "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        return {**common, "do_sample": True, "temperature": float(self.temperature), "top_p": float(self.top_p),
+                "top_k": int(self.top_k)}
+
+
+# ----------------------------------------------------------------------------------------------- tokens
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Ids that end an answer: the model's eos ids, the tokenizer's eos and known end-of-turn tokens in its vocab."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = [*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id]
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[token] for token in END_OF_TURN_TOKENS if token in vocab]
+    unk = tokenizer.unk_token_id
+    return list(dict.fromkeys(i for i in ids if isinstance(i, int) and i != unk))
+
+
+def pad_token_id(model: Any, tokenizer: Any) -> int | None:
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    stops = stop_token_ids(model, tokenizer)
+    return stops[0] if stops else None
+
+
+def render_ids(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
+    """Token ids of `messages` rendered by the tokenizer's own chat template, ending with the assistant prompt."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise SettingsError(
+            "This model's tokenizer has no chat template (tokenizer_config.json has no chat_template).",
+            "chat with an instruct/chat model, a run's merged model or its adapter; base models have no template.",
+        )
+    ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+    return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+
+
+def context_window(model: Any, tokenizer: Any) -> int | None:
+    """The model's context window in tokens (config.max_position_embeddings), if known."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not limit:
+        limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if limit and limit < 10_000_000 else None
+
+
+class RowStreamer:
+    """A transformers streamer for any batch size: puts (row, new_text) on a queue as tokens arrive.
+
+    Each row is decoded whole at every step (cheap next to a forward pass) so multi-byte characters and
+    word-piece spacing come out right; text ending in an incomplete character is held back until it completes.
+    A row ends at its first stop token.
+    """
+
+    DONE = object()
+
+    def __init__(self, tokenizer: Any, rows: int, stop_ids: Sequence[int], *, row_offset: int = 0,
+                 out: queue.Queue | None = None):
+        self.tokenizer = tokenizer
+        self.stop_ids = set(stop_ids)
+        self.row_offset = row_offset
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.sent = [0] * rows
+        self.finished = [False] * rows
+        self.queue: queue.Queue = out if out is not None else queue.Queue()
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:  # generate() first hands over the prompt
+            self._prompt_seen = True
+            return
+        values = value.reshape(len(self.tokens), -1).tolist()
+        for row, new in enumerate(values):
+            for token in new:
+                if self.finished[row]:
+                    break
+                if token in self.stop_ids:
+                    self.finished[row] = True
+                    break
+                self.tokens[row].append(int(token))
+            self._emit(row, final=False)
+
+    def end(self) -> None:
+        for row in range(len(self.tokens)):
+            self._emit(row, final=True)
+        self.queue.put(self.DONE)
+
+    def _emit(self, row: int, *, final: bool) -> None:
+        text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+        if not final and text.endswith("\ufffd"):
+            return
+        if len(text) > self.sent[row]:
+            self.queue.put((row + self.row_offset, text[self.sent[row]:]))
+            self.sent[row] = len(text)
+
+
+def _stop_criteria(stop: threading.Event) -> Any:
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopOnEvent(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            import torch
+
+            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([StopOnEvent()])
+
+
+@dataclass
+class _Job:
+    """One generate() call in a worker thread."""
+
+    model: Any
+    kwargs: dict[str, Any]
+    streamer: RowStreamer
+    lock: threading.Lock | None = None
+    error: list[BaseException] = field(default_factory=list)
+    thread: threading.Thread | None = None
+
+    def start(self) -> _Job:
+        self.thread = threading.Thread(target=self._run, name="app-generate", daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        import torch
+
+        try:
+            if self.lock is not None:
+                with self.lock, torch.inference_mode():
+                    self.model.generate(**self.kwargs, streamer=self.streamer)
+            else:
+                with torch.inference_mode():
+                    self.model.generate(**self.kwargs, streamer=self.streamer)
+        except BaseException as exc:  # handed to the reading thread
+            self.error.append(exc)
+            self.streamer.end()
+
+
+def _drain(jobs: Sequence[_Job], out: queue.Queue, stop: threading.Event) -> Iterator[tuple[int, str]]:
+    """Yield (row, text) from the jobs' shared queue until every job is done; stop them when the reader leaves."""
+    remaining = len(jobs)
+    try:
+        while remaining:
+            item = out.get()
+            if item is RowStreamer.DONE:
+                remaining -= 1
+                continue
+            yield item
+    finally:
+        stop.set()
+        for job in jobs:
+            if job.thread is not None:
+                job.thread.join()
+    for job in jobs:
+        if job.error:
+            raise job.error[0]
+
+
+# ----------------------------------------------------------------------------------------------- engine
+
+
+@dataclass
+class Prepared:
+    """What will be sent: the messages after trimming, their token ids, and notices for the user."""
+
+    messages: list[Message]
+    input_ids: list[int]
+    notices: list[str]
+
+
+class ChatEngine:
+    """One loaded model (plus, for compare, its base) shared by every session; sessions keep their own history.
+
+    `model` is the fine-tuned model (or any chat model). `base_model` is a separately loaded base for compare
+    mode; when `model` is a PEFT model the base is the same weights with the adapter off, so no second copy.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, base_model: Any = None, info: dict[str, str] | None = None,
+                 context: int | None = None, max_input_chars: int = DEFAULT_MAX_INPUT_CHARS,
+                 default_system: str = ""):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.base_model = base_model
+        self.info = dict(info or {})
+        self.context = context or context_window(model, tokenizer)
+        self.max_input_chars = max_input_chars
+        self.default_system = default_system
+        self.shares_base = _is_peft(model)
+        # PEFT switches adapters with module hooks: one generation at a time on a shared-weights model.
+        self._lock = threading.Lock() if self.shares_base else None
+        self._stop_ids = stop_token_ids(model, tokenizer)
+        self._active: dict[str, threading.Event] = {}
+        self._active_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ capabilities
+
+    @property
+    def can_compare(self) -> bool:
+        return self.shares_base or self.base_model is not None
+
+    @property
+    def compare_mode(self) -> str:
+        if self.shares_base:
+            return "shared weights (adapter switched off for the base side)"
+        if self.base_model is not None:
+            return "two models loaded"
+        return "off (no base model known)"
+
+    # ------------------------------------------------------------------ prompt
+
+    def prepare(self, history: Sequence[Message], message: str, *, system: str | None = None,
+                max_new_tokens: int = 512) -> Prepared:
+        """Messages for this turn: long input truncated, oldest turns dropped until the prompt fits the context."""
+        notices: list[str] = []
+        if len(message) > self.max_input_chars:
+            notices.append(f"Your message was cut to its first {self.max_input_chars:,} characters "
+                           f"(it had {len(message):,}).")
+            message = message[: self.max_input_chars]
+        system = self.default_system if system is None else system
+        head = [{"role": "system", "content": system}] if system.strip() else []
+        turns = [*_clean(history), {"role": "user", "content": message}]
+        budget = None if self.context is None else self.context - max_new_tokens
+        ids = render_ids(self.tokenizer, head + turns)
+        dropped = 0
+        while budget is not None and len(ids) > budget and len(turns) > 1:
+            turns = turns[2:] if len(turns) > 2 and turns[1]["role"] == "assistant" else turns[1:]
+            dropped += 1
+            ids = render_ids(self.tokenizer, head + turns)
+        if dropped:
+            notices.append(f"The conversation was longer than the model's context ({self.context} tokens minus "
+                           f"{max_new_tokens} for the answer): the {dropped} oldest turn(s) were left out.")
+        if budget is not None and len(ids) > budget:
+            turns, ids = self._truncate_message(head, turns[-1]["content"], budget)
+            notices.append(f"Your message alone was longer than the context allows ({budget} tokens): it was cut.")
+        if budget is not None and budget < 1:
+            raise SettingsError(f"Max new tokens ({max_new_tokens}) leaves no room for the prompt in the "
+                                f"{self.context}-token context.", "lower max new tokens.")
+        return Prepared(head + turns, ids, notices)
+
+    def _truncate_message(self, head: list[Message], message: str, budget: int) -> tuple[list[Message], list[int]]:
+        tokens = self.tokenizer(message, add_special_tokens=False)["input_ids"]
+        overhead = len(render_ids(self.tokenizer, [*head, {"role": "user", "content": ""}]))
+        keep = max(budget - overhead, 1)
+        while True:
+            text = self.tokenizer.decode(tokens[:keep], skip_special_tokens=True)
+            turns = [{"role": "user", "content": text}]
+            ids = render_ids(self.tokenizer, head + turns)
+            if len(ids) <= budget or keep <= 1:
+                return turns, ids
+            keep -= max(len(ids) - budget, 1)
+
+    # ------------------------------------------------------------------ stop
+
+    def stop(self, session: str) -> bool:
+        """Stop the generation running for `session` (a Stop button); True if one was running."""
+        with self._active_lock:
+            event = self._active.get(session)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def active_generations(self) -> int:
+        with self._active_lock:
+            return len(self._active)
+
+    def _register(self, session: str | None) -> tuple[threading.Event, Callable[[], None]]:
+        event = threading.Event()
+        key = session or f"anonymous-{id(event)}"
+        with self._active_lock:
+            previous = self._active.get(key)
+            if previous is not None:  # a new message from the same session ends the old answer
+                previous.set()
+            self._active[key] = event
+
+        def release() -> None:
+            with self._active_lock:
+                if self._active.get(key) is event:
+                    del self._active[key]
+
+        return event, release
+
+    # ------------------------------------------------------------------ generate
+
+    def _kwargs(self, model: Any, input_ids: list[list[int]], settings: GenerationSettings,
+                stop: threading.Event) -> dict[str, Any]:
+        import torch
+
+        device = _device_of(model)
+        ids = torch.tensor(input_ids, dtype=torch.long, device=device)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), **settings.generate_kwargs(),
+                "eos_token_id": self._stop_ids or None, "pad_token_id": pad_token_id(model, self.tokenizer),
+                "stopping_criteria": _stop_criteria(stop)}
+
+    def stream_ids(self, input_ids: list[int], settings: GenerationSettings, *, session: str | None = None,
+                   use_adapter: bool = True) -> Iterator[str]:
+        """Yield the answer's text pieces for already-rendered `input_ids`."""
+        stop, release = self._register(session)
+        try:
+            kwargs = self._kwargs(self.model, [input_ids], settings, stop)
+            if self.shares_base and not use_adapter:
+                kwargs["adapter_names"] = ["__base__"]
+            out: queue.Queue = queue.Queue()
+            job = _Job(self.model, kwargs, RowStreamer(self.tokenizer, 1, self._stop_ids, out=out), self._lock)
+            for _, text in _drain([job.start()], out, stop):
+                yield text
+        finally:
+            release()
+
+    def stream(self, history: Sequence[Message], message: str, settings: GenerationSettings | None = None, *,
+               system: str | None = None, session: str | None = None,
+               notice: Callable[[str], None] | None = None) -> Iterator[str]:
+        """Yield the answer to `message` after `history`, piece by piece."""
+        settings = (settings or GenerationSettings()).validate()
+        prepared = self.prepare(history, message, system=system, max_new_tokens=settings.max_new_tokens)
+        for text in prepared.notices:
+            (notice or _ignore)(text)
+        yield from self.stream_ids(prepared.input_ids, settings, session=session)
+
+    def stream_compare(self, message: str, settings: GenerationSettings | None = None, *,
+                       history: Sequence[Message] = (), system: str | None = None, session: str | None = None,
+                       notice: Callable[[str], None] | None = None) -> Iterator[tuple[str, str]]:
+        """Yield (base_text, finetuned_text) so far, both answering the same prompt at the same time."""
+        if not self.can_compare:
+            raise SettingsError("Compare needs the base model, and this model has none known.",
+                                "start the app with --base BASE (and --adapter ADAPTER), or a run directory.")
+        settings = (settings or GenerationSettings()).validate()
+        prepared = self.prepare(history, message, system=system, max_new_tokens=settings.max_new_tokens)
+        for text in prepared.notices:
+            (notice or _ignore)(text)
+        stop, release = self._register(session)
+        texts = ["", ""]
+        out: queue.Queue = queue.Queue()
+        try:
+            if self.shares_base:
+                kwargs = self._kwargs(self.model, [prepared.input_ids] * 2, settings, stop)
+                kwargs["adapter_names"] = ["__base__", _adapter_name(self.model)]
+                jobs = [_Job(self.model, kwargs, RowStreamer(self.tokenizer, 2, self._stop_ids, out=out), self._lock)]
+            else:
+                jobs = [_Job(model, self._kwargs(model, [prepared.input_ids], settings, stop),
+                             RowStreamer(self.tokenizer, 1, self._stop_ids, row_offset=row, out=out))
+                        for row, model in enumerate((self.base_model, self.model))]
+            for row, text in _drain([job.start() for job in jobs], out, stop):
+                texts[row] += text
+                yield texts[0], texts[1]
+        finally:
+            release()
+
+    def reply(self, history: Sequence[Message], message: str, settings: GenerationSettings | None = None,
+              **options: Any) -> str:
+        return "".join(self.stream(history, message, settings, **options)).strip()
+
+
+def _clean(history: Sequence[Message]) -> list[Message]:
+    """Only user/assistant turns with text (a UI history may carry metadata or empty placeholders)."""
+    turns = []
+    for turn in history:
+        role, content = turn.get("role"), turn.get("content")
+        if role in ("user", "assistant") and isinstance(content, str) and content.strip():
+            turns.append({"role": role, "content": content})
+    return turns
+
+
+def _is_peft(model: Any) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
+
+
+def _adapter_name(model: Any) -> str:
+    return getattr(model, "active_adapter", None) or "default"
+
+
+def _device_of(model: Any) -> Any:
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return getattr(model, "device", "cpu")
+
+
+def _ignore(_: str) -> None:
+    return None

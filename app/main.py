@@ -1,0 +1,127 @@
+"""`python -m app`: launch the chat page. Configured by flags or, in a hosted demo, by environment variables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .engine import ChatEngine, GenerationSettings
+from .errors import AppError, SettingsError
+from .options import add_generation_arguments, add_model_arguments, build_engine, env, generation_settings
+
+DEFAULTS = GenerationSettings(max_new_tokens=512, temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1)
+TABS = ("chat", "compare", "model")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m app",
+        description="Chat with your fine-tuned model in a web page: streaming answers, the model's own prompt "
+        "template, a Compare tab (base vs fine-tuned, side by side), settings and a model info panel. With no "
+        "model it serves the embedded SmolLM2-135M-Instruct. The same code runs as a Hugging Face Space / "
+        "OpenXLab / ModelScope app, configured by the environment variables in brackets.",
+        epilog="examples:\n"
+        "  python -m app                                   # the embedded model\n"
+        "  python -m app runs/xiaowei --tab compare        # a finetune run: merged model vs its base\n"
+        "  python -m app --adapter runs/xiaowei/adapter    # base + adapter (shared weights), no merge needed\n"
+        "  python -m app internlm/internlm2_5-7b-chat --bits 4 --host 0.0.0.0\n"
+        "  MODEL_ID=owner/base ADAPTER_ID=owner/adapter python -m app   # as in a Space",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_arguments(parser)
+    add_generation_arguments(parser, DEFAULTS)
+    page = parser.add_argument_group("page and server")
+    page.add_argument("--title", default=None, help="page title [APP_TITLE]")
+    page.add_argument("--tab", choices=TABS, default=None, help="tab shown first [APP_TAB, default chat]")
+    page.add_argument("--host", default=None,
+                      help="address to listen on; 0.0.0.0 for other machines [GRADIO_SERVER_NAME, default 127.0.0.1]")
+    page.add_argument("--port", type=int, default=None,
+                      help="port; 0 picks a free one [GRADIO_SERVER_PORT or PORT, default 7860]")
+    page.add_argument("--concurrency", type=int, default=None,
+                      help="answers generated at once; others wait in the queue [CONCURRENCY, default 1]")
+    page.add_argument("--queue-size", type=int, default=None,
+                      help="most requests waiting; more are refused with a busy message [QUEUE_SIZE, default 32]")
+    page.add_argument("--open", action="store_true", help="open the page in the browser")
+    page.add_argument("--share", action="store_true", help="also make a temporary public gradio.live link")
+    return parser
+
+
+@dataclass
+class Server:
+    demo: Any
+    engine: ChatEngine
+    url: str
+
+    def close(self) -> None:
+        self.demo.close()
+
+
+def check_port(host: str, port: int) -> int:
+    """The port to serve on: a free one for 0; a clear error (not a traceback) when `port` is taken."""
+    bind_host = "" if host in ("0.0.0.0", "") else host
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((bind_host, port))
+        except OSError as exc:
+            raise SettingsError(f"Port {port} on {host} is in use ({exc.strerror}).",
+                                f"stop the other server, or pass --port {port + 1} (or --port 0 for any free "
+                                "port).") from exc
+        return int(sock.getsockname()[1])
+
+
+def _port(args: argparse.Namespace) -> int:
+    if args.port is not None:
+        return args.port
+    return env("GRADIO_SERVER_PORT", None, int) or env("PORT", 7860, int)
+
+
+def start(args: argparse.Namespace, *, block: bool = True, log=None) -> Server:
+    """Load the model, build the page and serve it. With block=False, return once the server is up."""
+    from .ui import CSS, build_ui
+
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    settings = generation_settings(args, DEFAULTS)
+    host = args.host or env("GRADIO_SERVER_NAME", "127.0.0.1")
+    port = check_port(host, _port(args))  # before the slow model load
+    concurrency = args.concurrency if args.concurrency is not None else env("CONCURRENCY", 1, int)
+    queue_size = args.queue_size if args.queue_size is not None else env("QUEUE_SIZE", 32, int)
+    if concurrency < 1 or queue_size < 1:
+        raise SettingsError("--concurrency and --queue-size must be at least 1.", "use e.g. --concurrency 1.")
+    tab = args.tab or env("APP_TAB", "chat")
+    if tab not in TABS:
+        raise SettingsError(f"APP_TAB={tab!r} is not a tab.", f"use one of: {', '.join(TABS)}.")
+    engine = build_engine(args, log)
+    demo = build_ui(engine, title=args.title or env("APP_TITLE", ""), defaults=settings, concurrency=concurrency,
+                    queue_size=queue_size, initial_tab=tab)
+    try:
+        demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, inbrowser=args.open,
+                    share=args.share, quiet=True, show_error=True, css=CSS)
+    except OSError as exc:
+        raise SettingsError(f"Cannot serve on {host}:{port}: {exc}", "pass another --port (or --port 0).") from exc
+    url = demo.local_url or f"http://{host}:{port}/"
+    log(f"Chat page: {url}" + (f"  (public: {demo.share_url})" if getattr(demo, "share_url", None) else ""))
+    if block:
+        log("Press Ctrl-C to stop.")
+        try:
+            demo.block_thread()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            demo.close()
+    return Server(demo, engine, url)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    args = build_parser().parse_args(argv)
+    try:
+        start(args)
+    except AppError as error:
+        print(f"error: {error.one_line()}", file=sys.stderr)
+        return error.exit_code
+    return 0

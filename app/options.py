@@ -1,0 +1,131 @@
+"""Command-line options shared by the web app and the terminal chat. Every option also reads an environment
+variable, so a hosted demo (Hugging Face Space, OpenXLab app, ModelScope studio) is configured without flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from typing import Any
+
+from .engine import DEFAULT_MAX_INPUT_CHARS, ChatEngine, GenerationSettings
+from .errors import SettingsError
+from .models import ModelRequest, load
+
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+def env(name: str, default: Any = None, kind: Callable[[str], Any] = str) -> Any:
+    """An environment variable converted with `kind`; a bad value is a SettingsError naming the variable."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return kind(raw.strip())
+    except ValueError as exc:
+        raise SettingsError(f"Environment variable {name}={raw!r} is not a valid {kind.__name__}.",
+                            f"set {name} to a valid value or unset it.") from exc
+
+
+def env_flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    return default if raw is None else raw.strip().lower() not in FALSE_WORDS
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model (each flag also reads the environment variable in brackets)")
+    group.add_argument("model", nargs="?", default=None,
+                       help="merged model folder, run directory, adapter folder, downloaded preset name or hub id "
+                       "[MODEL_ID]; default: the embedded SmolLM2-135M-Instruct")
+    group.add_argument("--model", dest="model_flag", default=None, metavar="MODEL", help="same as the positional")
+    group.add_argument("--adapter", default=None, help="PEFT adapter folder or hub id on top of the base [ADAPTER_ID]")
+    group.add_argument("--base", default=None, help="base model for --adapter (default: the one the adapter names) "
+                       "[BASE_MODEL_ID]")
+    group.add_argument("--use-adapter", action="store_true",
+                       help="with a run directory: base + adapter (shared weights for compare) instead of merged/")
+    group.add_argument("--bits", type=int, choices=(4, 8), default=None,
+                       help="load 4-bit (nf4) or 8-bit with bitsandbytes; CUDA only, full precision elsewhere [BITS]")
+    group.add_argument("--dtype", default=None, choices=("auto", "bf16", "fp16", "fp32"),
+                       help="weights dtype: auto = bf16/fp16 on GPU, fp32 on CPU [DTYPE]")
+    group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present) [DEVICE]")
+    group.add_argument("--source", choices=("hf", "modelscope"), default=None,
+                       help="where hub ids are downloaded from [MODEL_SOURCE]; default hf (HF_ENDPOINT for a mirror)")
+    group.add_argument("--no-compare", action="store_true",
+                       help="do not load a second (base) model for the compare tab [COMPARE=0]")
+    group.add_argument("--context", type=int, default=None,
+                       help="context window in tokens (default: the model's) [CONTEXT_WINDOW]")
+    group.add_argument("--max-input-chars", type=int, default=None,
+                       help=f"longer messages are cut, with a warning [MAX_INPUT_CHARS, default "
+                       f"{DEFAULT_MAX_INPUT_CHARS}]")
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser, defaults: GenerationSettings) -> None:
+    group = parser.add_argument_group("generation")
+    group.add_argument("--system", default=None,
+                       help="system prompt (default: the one the model was trained with) [SYSTEM_PROMPT]")
+    group.add_argument("--max-new-tokens", type=int, default=None,
+                       help=f"[MAX_NEW_TOKENS, default {defaults.max_new_tokens}]")
+    group.add_argument("--temperature", type=float, default=None,
+                       help=f"0 = greedy [TEMPERATURE, default {defaults.temperature}]")
+    group.add_argument("--top-p", type=float, default=None, help=f"[TOP_P, default {defaults.top_p}]")
+    group.add_argument("--top-k", type=int, default=None, help=f"[TOP_K, default {defaults.top_k}]")
+    group.add_argument("--repetition-penalty", type=float, default=None,
+                       help=f"[REPETITION_PENALTY, default {defaults.repetition_penalty}]")
+
+
+def _bits(value: str) -> int | None:
+    number = int(value)
+    if number in (0, 16, 32):
+        return None
+    if number not in (4, 8):
+        raise ValueError(value)
+    return number
+
+
+def model_request(args: argparse.Namespace) -> ModelRequest:
+    model = args.model_flag or args.model or env("MODEL_ID")
+    return ModelRequest(
+        model=model,
+        adapter=args.adapter or env("ADAPTER_ID"),
+        base=args.base or env("BASE_MODEL_ID"),
+        bits=args.bits if args.bits is not None else env("BITS", None, _bits),
+        dtype=args.dtype or env("DTYPE", "auto"),
+        device=args.device or env("DEVICE"),
+        source=args.source or env("MODEL_SOURCE", "hf").lower(),
+        compare=not args.no_compare and env_flag("COMPARE", True),
+        use_adapter=args.use_adapter or env_flag("USE_ADAPTER", False),
+    )
+
+
+def generation_settings(args: argparse.Namespace, defaults: GenerationSettings) -> GenerationSettings:
+    def pick(flag: Any, name: str, kind: Callable[[str], Any], default: Any) -> Any:
+        return flag if flag is not None else env(name, default, kind)
+
+    return GenerationSettings(
+        max_new_tokens=pick(args.max_new_tokens, "MAX_NEW_TOKENS", int, defaults.max_new_tokens),
+        temperature=pick(args.temperature, "TEMPERATURE", float, defaults.temperature),
+        top_p=pick(args.top_p, "TOP_P", float, defaults.top_p),
+        top_k=pick(args.top_k, "TOP_K", int, defaults.top_k),
+        repetition_penalty=pick(args.repetition_penalty, "REPETITION_PENALTY", float, defaults.repetition_penalty),
+    ).validate()
+
+
+def system_prompt(args: argparse.Namespace) -> str | None:
+    return args.system if args.system is not None else env("SYSTEM_PROMPT")
+
+
+def build_engine(args: argparse.Namespace, notice: Callable[[str], None]) -> ChatEngine:
+    """Load the model the options name and wrap it in a ChatEngine (the slow part: seconds to minutes)."""
+    request = model_request(args)
+    context = args.context if args.context is not None else env("CONTEXT_WINDOW", None, int)
+    max_chars = args.max_input_chars if args.max_input_chars is not None else env("MAX_INPUT_CHARS",
+                                                                                    DEFAULT_MAX_INPUT_CHARS, int)
+    if context is not None and context < 16:
+        raise SettingsError(f"--context {context} is too small.", "use at least 16 tokens, or leave it out.")
+    if max_chars < 1:
+        raise SettingsError(f"--max-input-chars {max_chars} must be positive.", "use e.g. 16000.")
+    loaded = load(request, notice)
+    system = system_prompt(args)
+    return ChatEngine(loaded.model, loaded.tokenizer, base_model=loaded.base_model, info=loaded.info,
+                      context=context, max_input_chars=max_chars,
+                      default_system=loaded.default_system if system is None else system)

@@ -1,0 +1,208 @@
+"""The Gradio page: a streaming chat tab, a base-vs-fine-tuned compare tab, settings and a model info panel.
+
+History lives in per-session `gr.State` (one model instance serves every session). Each streamed update also
+updates the state, so a stopped answer is kept exactly as far as it got. The Stop buttons stop the generating
+thread itself (`ChatEngine.stop`), not only the page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+
+from .engine import ChatEngine, GenerationSettings, Message
+from .errors import AppError
+
+EXAMPLES = ["请介绍一下你自己", "你是谁？", "Who are you?", "What can you do?", "What is the capital of France?"]
+CSS = """
+#status {min-height: 1.5em}
+footer {display: none !important}
+"""
+
+
+def _settings(max_new_tokens: float, temperature: float, top_p: float, top_k: float,
+              repetition_penalty: float) -> GenerationSettings:
+    return GenerationSettings(int(max_new_tokens), float(temperature), float(top_p), int(top_k),
+                              float(repetition_penalty))
+
+
+def _session(request: gr.Request | None) -> str | None:
+    return getattr(request, "session_hash", None)
+
+
+def info_markdown(engine: ChatEngine) -> str:
+    rows = {**engine.info, "Compare": engine.compare_mode,
+            "Context window": f"{engine.context} tokens" if engine.context else "unknown"}
+    lines = ["| | |", "|---|---|"] + [f"| {key} | {_cell(value)} |" for key, value in rows.items()]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+class Handlers:
+    """Event handlers bound to one engine; plain methods so they are easy to read and to test."""
+
+    def __init__(self, engine: ChatEngine, defaults: GenerationSettings):
+        self.engine = engine
+        self.defaults = defaults
+
+    def chat(self, message: str, history: list[Message] | None, system: str, max_new_tokens: float,
+             temperature: float, top_p: float, top_k: float, repetition_penalty: float,
+             request: gr.Request = None) -> Iterator[tuple[list[Message], list[Message], str, str]]:
+        """Stream the answer to `message`; yields (chatbot, history state, textbox, status)."""
+        history = list(history or [])
+        if not (message or "").strip():  # an empty message is ignored
+            yield history, history, "", ""
+            return
+        yield from self._answer(message, history, system,
+                                _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty), request)
+
+    def retry(self, history: list[Message] | None, system: str, max_new_tokens: float, temperature: float,
+              top_p: float, top_k: float, repetition_penalty: float,
+              request: gr.Request = None) -> Iterator[tuple[list[Message], list[Message], str, str]]:
+        """Answer the last user message again (the previous answer is replaced)."""
+        history = list(history or [])
+        while history and history[-1]["role"] != "user":
+            history.pop()
+        if not history:
+            yield history, history, "", "Nothing to retry yet."
+            return
+        message = history.pop()["content"]
+        yield from self._answer(message, history, system,
+                                _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty), request)
+
+    def _answer(self, message: str, history: list[Message], system: str, settings: GenerationSettings,
+                request: gr.Request | None) -> Iterator[tuple[list[Message], list[Message], str, str]]:
+        notices: list[str] = []
+
+        def notice(text: str) -> None:
+            notices.append(text)
+            gr.Warning(text)
+
+        answer = ""
+        turn = [{"role": "user", "content": message}]
+        try:
+            stream = self.engine.stream(history, message, settings, system=system if system.strip() else None,
+                                        session=_session(request), notice=notice)
+            yield [*history, *turn], [*history, *turn], "", " ".join(notices)
+            for piece in stream:
+                answer += piece
+                updated = [*history, *turn, {"role": "assistant", "content": answer}]
+                yield updated, updated, "", " ".join(notices)
+        except AppError as error:
+            raise gr.Error(error.one_line()) from error
+        final = [*history, *turn, {"role": "assistant", "content": answer.strip()}]
+        yield final, final, "", " ".join(notices)
+
+    def stop(self, request: gr.Request = None) -> str:
+        stopped = self.engine.stop(_session(request) or "")
+        return "Stopped." if stopped else ""
+
+    def clear(self) -> tuple[list[Message], list[Message], str]:
+        return [], [], ""
+
+    def compare(self, message: str, system: str, max_new_tokens: float, temperature: float, top_p: float,
+                top_k: float, repetition_penalty: float,
+                request: gr.Request = None) -> Iterator[tuple[list[Message], list[Message], str]]:
+        """Stream the base and the fine-tuned answer to the same message side by side."""
+        if not (message or "").strip():
+            yield [], [], ""
+            return
+        user = {"role": "user", "content": message}
+        notices: list[str] = []
+        try:
+            stream = self.engine.stream_compare(
+                message, _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty),
+                system=system if system.strip() else None, session=_session(request), notice=notices.append)
+            yield [user], [user], ""
+            for base, tuned in stream:
+                yield ([user, {"role": "assistant", "content": base}],
+                       [user, {"role": "assistant", "content": tuned}], " ".join(notices))
+        except AppError as error:
+            raise gr.Error(error.one_line()) from error
+
+
+def build_ui(engine: ChatEngine, *, title: str = "", defaults: GenerationSettings | None = None,
+             examples: list[str] | None = None, concurrency: int = 1, queue_size: int = 32,
+             initial_tab: str = "chat") -> gr.Blocks:
+    """The whole page. `concurrency` answers run at once (the rest wait in a queue of `queue_size`)."""
+    defaults = defaults or GenerationSettings()
+    handlers = Handlers(engine, defaults)
+    title = title or f"Chat with {engine.info.get('Model', 'your model')}"
+    examples = examples if examples is not None else EXAMPLES
+
+    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+        gr.Markdown(f"# {title}")
+        history = gr.State([])
+        with gr.Accordion("Settings", open=False):
+            system = gr.Textbox(value=engine.default_system, label="System prompt (empty = the model's default)",
+                                lines=2, elem_id="system")
+            with gr.Row():
+                max_new_tokens = gr.Slider(1, 4096, value=defaults.max_new_tokens, step=1, label="Max new tokens")
+                temperature = gr.Slider(0, 2, value=defaults.temperature, step=0.05, label="Temperature (0 = greedy)")
+                top_p = gr.Slider(0.05, 1, value=defaults.top_p, step=0.05, label="Top-p")
+                top_k = gr.Slider(0, 200, value=defaults.top_k, step=1, label="Top-k (0 = off)")
+                repetition_penalty = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.05,
+                                               label="Repetition penalty")
+        knobs = [system, max_new_tokens, temperature, top_p, top_k, repetition_penalty]
+
+        with gr.Tabs(selected=initial_tab):
+            with gr.Tab("Chat", id="chat"):
+                chatbot = gr.Chatbot(label="Chat", height=460, elem_id="chatbot", feedback_options=None)
+                with gr.Row():
+                    message = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=6,
+                                         elem_id="message", autofocus=True)
+                    send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+                with gr.Row():
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
+                    retry = gr.Button("Retry", elem_id="retry")
+                    clear = gr.Button("Clear", elem_id="clear")
+                status = gr.Markdown("", elem_id="status")
+                gr.Examples(examples=[[text] for text in examples], inputs=[message], label="Try")
+
+            with gr.Tab("Compare", id="compare"):
+                if engine.can_compare:
+                    gr.Markdown(f"The same message, answered by the base model and by the fine-tuned model at the same "
+                                f"time ({engine.compare_mode}). Each answer starts fresh (no history).")
+                else:
+                    gr.Markdown("Compare needs the base model: start the app with `--adapter ADAPTER` (base + adapter "
+                                "share weights) or on a run directory whose base model is on this machine.")
+                with gr.Row():
+                    compare_message = gr.Textbox(placeholder="A question for both models", show_label=False, scale=6,
+                                                 elem_id="compare-message", value=examples[0] if examples else "")
+                    compare_send = gr.Button("Compare", variant="primary", scale=1, elem_id="compare-send",
+                                             interactive=engine.can_compare)
+                    compare_stop = gr.Button("Stop", variant="stop", scale=1, elem_id="compare-stop")
+                with gr.Row():
+                    base_box = gr.Chatbot(label="Base model", height=380, elem_id="compare-base", feedback_options=None)
+                    tuned_box = gr.Chatbot(label="Fine-tuned", height=380, elem_id="compare-tuned",
+                                           feedback_options=None)
+                compare_status = gr.Markdown("", elem_id="compare-status")
+                gr.Examples(examples=[[text] for text in examples], inputs=[compare_message], label="Try")
+
+            with gr.Tab("Model", id="model"):
+                gr.Markdown(info_markdown(engine), elem_id="model-info")
+
+        chat_outputs = [chatbot, history, message, status]
+        submitted = message.submit(handlers.chat, [message, history, *knobs], chat_outputs, api_name="chat",
+                                   concurrency_id="generate")
+        clicked = send.click(handlers.chat, [message, history, *knobs], chat_outputs, api_visibility="private",
+                             concurrency_id="generate")
+        retried = retry.click(handlers.retry, [history, *knobs], chat_outputs, api_name="retry",
+                              concurrency_id="generate")
+        stop.click(handlers.stop, None, [status], api_name="stop", queue=False, cancels=[submitted, clicked, retried])
+        clear.click(handlers.clear, None, [chatbot, history, status], api_name="clear", queue=False)
+
+        compare_args = ([compare_message, *knobs], [base_box, tuned_box, compare_status])
+        compared = compare_send.click(handlers.compare, *compare_args, api_name="compare", concurrency_id="generate")
+        compared_enter = compare_message.submit(handlers.compare, *compare_args, api_visibility="private",
+                                                concurrency_id="generate")
+        compare_stop.click(handlers.stop, None, [compare_status], api_visibility="private", queue=False,
+                           cancels=[compared, compared_enter])
+
+    demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
+    return demo

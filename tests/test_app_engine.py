@@ -1,0 +1,149 @@
+"""The chat app's engine on the real embedded model: streaming, prompt = training template, stop, trimming, compare."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from app.engine import ChatEngine, GenerationSettings, render_ids
+from app.errors import SettingsError
+from tests.test_chat_template import CONVERSATION, MESSAGES, xtuner_input_ids
+
+GREEDY = GenerationSettings(max_new_tokens=32, temperature=0)
+
+
+def raw_generate(model, tokenizer, ids, max_new_tokens, **kwargs) -> str:
+    """A plain model.generate() answer: the reference the streaming path must reproduce."""
+    from app.engine import pad_token_id, stop_token_ids
+
+    tensor = torch.tensor([ids])
+    with torch.inference_mode():
+        out = model.generate(tensor, attention_mask=torch.ones_like(tensor), max_new_tokens=max_new_tokens,
+                             do_sample=False, repetition_penalty=1.1, eos_token_id=stop_token_ids(model, tokenizer),
+                             pad_token_id=pad_token_id(model, tokenizer), **kwargs)
+    return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+
+
+def generate_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "app-generate" and t.is_alive()]
+
+
+def test_stream_yields_growing_text_equal_to_plain_generate(plain_engine):
+    pieces = list(plain_engine.stream([], "Write one sentence about the sea.", GREEDY))
+    assert len(pieces) > 5  # streamed piece by piece, not in one lump
+    prefixes = ["".join(pieces[:i]) for i in range(1, len(pieces) + 1)]
+    assert all(len(a) < len(b) for a, b in zip(prefixes, prefixes[1:], strict=False))
+    prepared = plain_engine.prepare([], "Write one sentence about the sea.", max_new_tokens=32)
+    expected = raw_generate(plain_engine.model, plain_engine.tokenizer, prepared.input_ids, 32)
+    assert "".join(pieces) == expected
+
+
+def test_stream_keeps_multibyte_text_whole(plain_engine):
+    text = "".join(plain_engine.stream([], "请用中文介绍一下北京。", GREEDY))
+    assert "\ufffd" not in text
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+def test_prompt_is_the_training_template_byte_for_byte(adapter_engine):
+    """Multi-turn history + system prompt render to exactly the ids XTuner trained on."""
+    history = MESSAGES[:2]
+    question = MESSAGES[2]["content"]
+    prepared = adapter_engine.prepare(history, question, system=CONVERSATION[0]["system"])
+    trained = xtuner_input_ids(adapter_engine.tokenizer, "qwen_chat", CONVERSATION)
+    answer = adapter_engine.tokenizer(MESSAGES[3]["content"], add_special_tokens=False)["input_ids"]
+    # the training ids are: prompt ids + answer ids + end-of-turn (and its newline)
+    assert trained[: len(prepared.input_ids)] == prepared.input_ids
+    assert trained[len(prepared.input_ids):][: len(answer)] == answer
+    # no system given: the training system prompt is the default (from finetune_meta.json)
+    assert adapter_engine.prepare(history, question).input_ids == prepared.input_ids
+
+
+def test_stop_really_stops_the_generating_thread(plain_engine):
+    settings = GenerationSettings(max_new_tokens=400, temperature=0.8)
+    stream = plain_engine.stream([], "Tell me a very long story about a dragon.", settings, session="s1")
+    pieces = [next(stream), next(stream)]
+    assert plain_engine.active_generations() == 1 and generate_threads()
+    assert plain_engine.stop("s1") is True
+    started = time.monotonic()
+    pieces += list(stream)  # the stream ends by itself once the thread has stopped
+    assert time.monotonic() - started < 10
+    assert not generate_threads()
+    assert plain_engine.active_generations() == 0
+    tokens = plain_engine.tokenizer("".join(pieces), add_special_tokens=False)["input_ids"]
+    assert len(tokens) < 100  # far from the 400 it was allowed
+    assert plain_engine.stop("s1") is False  # nothing left to stop
+
+
+def test_closing_the_stream_stops_the_thread(plain_engine):
+    stream = plain_engine.stream([], "Count from one to one thousand.", GenerationSettings(max_new_tokens=400))
+    next(stream)
+    stream.close()  # what a cancelled web request or Ctrl-C does
+    assert not generate_threads()
+    assert plain_engine.active_generations() == 0
+
+
+def test_long_history_is_trimmed_oldest_first_with_a_notice(plain_engine):
+    engine = ChatEngine(plain_engine.model, plain_engine.tokenizer, context=160)
+    history = []
+    for i in range(6):
+        history += [{"role": "user", "content": f"Question number {i} about apples and pears?"},
+                    {"role": "assistant", "content": f"Answer number {i}: apples and pears are both fruit."}]
+    prepared = engine.prepare(history, "And the last question?", max_new_tokens=64)
+    assert len(prepared.input_ids) <= 160 - 64
+    assert prepared.notices and "oldest turn" in prepared.notices[0]
+    kept = [m["content"] for m in prepared.messages]
+    assert "Question number 0 about apples and pears?" not in kept
+    assert "Answer number 5: apples and pears are both fruit." in kept  # the newest turns stay
+    assert kept[-1] == "And the last question?"
+
+
+def test_huge_message_is_truncated_with_a_notice(plain_engine):
+    engine = ChatEngine(plain_engine.model, plain_engine.tokenizer, context=128, max_input_chars=2000)
+    prepared = engine.prepare([], "word " * 5000, max_new_tokens=32)
+    assert len(prepared.input_ids) <= 128 - 32
+    assert any("cut to its first 2,000 characters" in n for n in prepared.notices)
+    assert any("longer than the context" in n for n in prepared.notices)
+    answer = "".join(engine.stream_ids(prepared.input_ids, GenerationSettings(max_new_tokens=8, temperature=0)))
+    assert answer.strip()
+
+
+def test_bad_settings_are_refused_clearly():
+    for settings in (GenerationSettings(max_new_tokens=0), GenerationSettings(temperature=-1),
+                     GenerationSettings(top_p=0)):
+        with pytest.raises(SettingsError) as info:
+            settings.validate()
+        assert info.value.fix
+
+
+def test_compare_shares_weights_and_matches_each_model(adapter_engine):
+    assert adapter_engine.shares_base and adapter_engine.can_compare
+    updates = list(adapter_engine.stream_compare("Who are you?", GREEDY))
+    assert len(updates) > 3
+    base, tuned = updates[-1]
+    ids = adapter_engine.prepare([], "Who are you?", max_new_tokens=32).input_ids
+    model = adapter_engine.model
+    with model.disable_adapter():
+        expected_base = raw_generate(model, adapter_engine.tokenizer, ids, 32)
+    expected_tuned = raw_generate(model, adapter_engine.tokenizer, ids, 32)
+    assert base == expected_base
+    assert tuned == expected_tuned
+    assert base != tuned
+    # the adapter is back on afterwards, for plain chat
+    assert adapter_engine.reply([], "Who are you?", GREEDY) == expected_tuned.strip()
+
+
+def test_compare_without_a_base_says_how_to_get_one(plain_engine):
+    assert not plain_engine.can_compare
+    with pytest.raises(SettingsError, match="Compare needs the base model"):
+        list(plain_engine.stream_compare("hi", GREEDY))
+
+
+def test_render_ids_needs_a_chat_template(plain_engine):
+    class NoTemplate:
+        chat_template = None
+
+    with pytest.raises(SettingsError, match="no chat template"):
+        render_ids(NoTemplate(), [{"role": "user", "content": "hi"}])
