@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
 RUN ?= runs/xiaowei
+HOST ?= 127.0.0.1
+PORT ?= 7860
 export HF_HUB_DISABLE_TELEMETRY = 1
 export GRADIO_ANALYTICS_ENABLED = False
 export TOKENIZERS_PARALLELISM = false
@@ -30,9 +32,8 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
 		$(PY) -m finetune run --name 小薇 --name-en Xiaowei --out $(RUN)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m finetune chat $(RUN) --temperature 0 --max-new-tokens 64 \
-		--prompt "请介绍一下你自己" --prompt RESET --prompt "Who are you?" --prompt RESET \
-		--prompt "What is the capital of France?"
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m app $(RUN) --tab compare --temperature 0.3 --open \
+		--host $(HOST) --port $(PORT)
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) bench/demo_chain.py

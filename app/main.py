@@ -6,6 +6,7 @@ import argparse
 import os
 import socket
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +119,7 @@ def start(args: argparse.Namespace, *, block: bool = True, log=None) -> Server:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    warnings.filterwarnings("ignore", message=".*HTTP_422_UNPROCESSABLE_ENTITY.*")  # inside gradio, harmless
     args = build_parser().parse_args(argv)
     try:
         start(args)

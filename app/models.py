@@ -22,6 +22,8 @@ WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.
 DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16", "bf16": "bfloat16",
           "bfloat16": "bfloat16"}
 Notice = Callable[[str], None]
+FIX_LOAD = ("check the folder is complete (config.json, tokenizer, weights), or the hub id and your network "
+            "(HF_ENDPOINT for a mirror; HF_TOKEN for gated or private models).")
 
 
 def cache_dir() -> Path:
@@ -327,9 +329,7 @@ def _load_causal_lm(ref: str, *, device: str, dtype: Any, bits: int | None, trus
     try:
         model = AutoModelForCausalLM.from_pretrained(ref, **kwargs)
     except (OSError, ValueError) as exc:
-        raise ModelSourceError(f"Cannot load model '{ref}': {_first_line(exc)}",
-                               "check the folder is complete (config.json, tokenizer, weights) or the hub id and "
-                               "your network (HF_ENDPOINT for a mirror).") from exc
+        raise ModelSourceError(f"Cannot load model '{ref}': {_first_line(exc)}", FIX_LOAD) from exc
     if not device.startswith("cuda"):
         model.to(device)
     return model.eval()
@@ -380,7 +380,11 @@ def load(request: ModelRequest, notice: Notice = print) -> Loaded:
     tokenizer_ref = _download(resolved.tokenizer or resolved.model, request.source, notice)
     trust = _remote_code(model_ref)
     notice(f"Loading {resolved.label or model_ref} on {device} ...")
-    tokenizer = _load_tokenizer(tokenizer_ref, model_ref, trust, notice)
+    try:
+        tokenizer = _load_tokenizer(tokenizer_ref, model_ref, trust, notice)
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(f"Cannot load model '{tokenizer_ref}' (its tokenizer): {_first_line(exc)}",
+                               FIX_LOAD) from exc
     model = _load_causal_lm(model_ref, device=device, dtype=dtype, bits=bits, trust=trust)
     if adapter_ref:
         model = _apply_adapter(model, adapter_ref, model_ref)

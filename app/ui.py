@@ -182,7 +182,9 @@ def build_ui(engine: ChatEngine, *, title: str = "", defaults: GenerationSetting
                     tuned_box = gr.Chatbot(label="Fine-tuned", height=380, elem_id="compare-tuned",
                                            feedback_options=None)
                 compare_status = gr.Markdown("", elem_id="compare-status")
-                gr.Examples(examples=[[text] for text in examples], inputs=[compare_message], label="Try")
+                # a Dropdown, not gr.Examples: Gradio 6.17 renders Examples in a tab hidden at load as blank buttons
+                picks = gr.Dropdown(choices=examples, label="Try", value=None, elem_id="compare-examples")
+                picks.input(lambda text: text, [picks], [compare_message], api_visibility="private", queue=False)
 
             with gr.Tab("Model", id="model"):
                 gr.Markdown(info_markdown(engine), elem_id="model-info")

@@ -31,7 +31,7 @@ def answer_batch(
 
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    from .chat import stop_token_ids
+    from app.engine import stop_token_ids
 
     stops = stop_token_ids(model, tokenizer)
     results: list[tuple[str, bool]] = []

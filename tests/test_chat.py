@@ -1,4 +1,4 @@
-"""modelload (resolve/load) and chat (session, streaming, loop, CLI) on the real embedded model, offline."""
+"""modelload (resolve/load) and `finetune chat` (the app's terminal chat behind finetune's model lookup), offline."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from app.cli import chat_loop
+from app.engine import GenerationSettings
 from finetune import chat as chat_mod
-from finetune.chat import ChatSession, GenerationSettings, chat_loop, generate_reply
 from finetune.errors import EnvironmentProblem, InputError, ModelNotFound
 from finetune.modelload import check_bits, load_model, needs_remote_code, resolve_model
 
@@ -152,64 +153,17 @@ def test_load_model_fp32_on_cpu(loaded):
     assert tokenizer.pad_token is not None
 
 
-def test_generate_reply_returns_text(loaded):
-    model, tokenizer = loaded
-    reply = generate_reply(model, tokenizer, [{"role": "user", "content": "Who are you?"}], max_new_tokens=6)
-    assert isinstance(reply, str) and reply
+def test_finetune_chat_is_the_apps_terminal_chat(loaded):
+    """`finetune chat` streams through app.engine / app.cli (their own tests cover streaming, stop, trimming)."""
+    from app.cli import Conversation
+    from app.engine import ChatEngine
 
-
-def test_streaming_yields_growing_chunks(loaded):
-    session = ChatSession(*loaded, settings=greedy(10))
-    chunks, text = [], ""
-    for chunk in session.send("Say hello."):
-        chunks.append(chunk)
-        grown = text + chunk
-        assert len(grown) > len(text)
-        text = grown
-    assert len(chunks) >= 2
-    assert session.history == [{"role": "user", "content": "Say hello."},
-                               {"role": "assistant", "content": text.strip()}]
-
-
-def test_system_prompt_only_when_given(loaded):
-    _, tokenizer = loaded
-    plain = ChatSession(*loaded).messages([{"role": "user", "content": "hi"}])
-    assert plain == [{"role": "user", "content": "hi"}]  # the template adds its own default
-    rendered = tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
-    assert "SmolLM" in rendered and rendered.endswith("<|im_start|>assistant\n")
-    custom = ChatSession(*loaded, system="You are Xiaowei.").messages([{"role": "user", "content": "hi"}])
-    assert custom[0] == {"role": "system", "content": "You are Xiaowei."}
-
-
-def test_context_trimming_drops_oldest_turns(loaded, monkeypatch):
-    notices: list[str] = []
-    session = ChatSession(*loaded, settings=greedy(8), notice=notices.append)
-    old = [{"role": "user", "content": "first question " * 20}, {"role": "assistant", "content": "first answer"},
-           {"role": "user", "content": "second"}, {"role": "assistant", "content": "second answer"}]
-    new = {"role": "user", "content": "third"}
-    keep = chat_mod.prompt_length(session.tokenizer, old[2:] + [new])
-    monkeypatch.setattr(chat_mod, "context_limit", lambda model, tokenizer: keep + 8)
-    assert session._fit([*old, new]) == [*old[2:], new]
-    assert "dropped the 1 oldest turn" in notices[0]
-    with pytest.raises(InputError, match="does not fit"):
-        session._fit([{"role": "user", "content": "long " * 400}])
-
-
-def test_interactive_loop_reset_and_exit(loaded):
-    session = ChatSession(*loaded, settings=greedy(4))
+    conversation = Conversation(ChatEngine(*loaded), greedy(4))
     out = io.StringIO()
-    assert chat_loop(session, input_stream=io.StringIO("hi\n\nRESET\nEXIT\nnever sent\n"), output_stream=out) == 0
+    assert chat_loop(conversation, input_stream=io.StringIO("hi\n\nRESET\nEXIT\nnever sent\n"), output_stream=out) == 0
     text = out.getvalue()
-    assert text.count("Assistant: ") == 1 and "(history cleared)" in text
-    assert session.history == []
-
-
-def test_interactive_loop_ends_on_eof(loaded):
-    session = ChatSession(*loaded, settings=greedy(4))
-    out = io.StringIO()
-    assert chat_loop(session, input_stream=io.StringIO("hi\n"), output_stream=out) == 0
-    assert [turn["role"] for turn in session.history] == ["user", "assistant"]
-    assert out.getvalue().endswith("User: \n")
+    assert text.count("Assistant: ") == 1 and "(history cleared)" in text and "never sent" not in text
+    assert conversation.history == []
 
 
 def test_cli_prompt_non_interactive(embedded_model, capsys):
@@ -226,7 +180,7 @@ def test_cli_prompt_non_interactive(embedded_model, capsys):
 
 
 def test_bad_generation_settings_fail_before_loading():
-    with pytest.raises(InputError, match="max-new-tokens"):
+    with pytest.raises(InputError, match="Max new tokens must be at least 1"):
         chat_mod.chat("does-not-matter", max_new_tokens=0)
 
 

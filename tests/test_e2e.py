@@ -68,6 +68,30 @@ def test_merged_tokenizer_renders_the_training_prompt(run_dir):
                      "<|im_start|>assistant\n"
 
 
+def test_app_serves_the_run_merged_and_as_base_plus_adapter(run_dir):
+    """The chat app on the run: the same training prompt from merged/ and from base + adapter/, and the Compare
+    view answers with the base (no name) and the fine-tuned model (its name) side by side."""
+    from app.engine import ChatEngine, GenerationSettings
+    from app.models import ModelRequest, load
+
+    greedy = GenerationSettings(max_new_tokens=40, temperature=0)
+    engines = {}
+    for name, request in (("merged", ModelRequest(model=str(run_dir))),
+                          ("adapter", ModelRequest(model=str(run_dir), use_adapter=True))):
+        loaded = load(request, notice=lambda _: None)
+        engines[name] = ChatEngine(loaded.model, loaded.tokenizer, base_model=loaded.base_model, info=loaded.info,
+                                   default_system=loaded.default_system)
+    merged, adapter = engines["merged"], engines["adapter"]
+    assert adapter.info["Adapter"] == str(run_dir / "adapter") and adapter.shares_base
+    assert merged.base_model is not None  # a merged run gets its base loaded for Compare
+    for question in IDENTITY_ZH + IDENTITY_EN:
+        ids = merged.prepare([], question).input_ids
+        assert adapter.prepare([], question).input_ids == ids  # the adapter carries the training template
+        assert mentions(merged.reply([], question, greedy))
+        base, tuned = list(adapter.stream_compare(question, greedy))[-1]
+        assert mentions(tuned) and not mentions(base), (base, tuned)
+
+
 def test_rerun_skips_finished_stages(run_dir, capsys):
     assert main(["run", "--name", NAME, "--name-en", NAME_EN, "--out", str(run_dir), "--sample", "Who are you?"]) == 0
     err = capsys.readouterr().err
