@@ -124,3 +124,21 @@ def test_compare_endpoint_streams_both_sides(server):
     assert text_of(base[-1]) and text_of(tuned[-1])
     assert text_of(base[-1]) != text_of(tuned[-1])
     assert len(job.outputs()) > 3
+
+
+def test_trimming_and_truncation_warnings_reach_the_page(lora_adapter):
+    args = build_parser().parse_args(["--adapter", str(lora_adapter), "--port", "0", "--temperature", "0",
+                                      "--max-new-tokens", "16", "--context", "160", "--max-input-chars", "300",
+                                      "--queue-size", "3", "--concurrency", "1"])
+    served = start(args, block=False, log=lambda _: None)
+    try:
+        assert served.demo._queue.max_size == 3
+        c = client(served)
+        _, _, status = c.predict("apples " * 200, api_name="/chat")
+        assert "cut to its first 300 characters" in status
+        for i in range(3):
+            _, _, status = c.predict(f"Tell me about pears, question {i}, in a few words please.", api_name="/chat")
+        assert "oldest turn(s) were left out" in status
+        assert served.demo._queue.event_queue_per_concurrency_id["generate"].concurrency_limit == 1
+    finally:
+        served.close()

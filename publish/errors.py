@@ -1,0 +1,40 @@
+"""Typed errors for `python -m publish`. The CLI prints each as one line (message + fix) and exits non-zero."""
+
+from __future__ import annotations
+
+
+class PublishError(Exception):
+    """A user-facing error: `message` says what is wrong, `fix` says what to do about it."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, fix: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def one_line(self) -> str:
+        text = " ".join(self.message.split())
+        if self.fix:
+            text += f" Fix: {' '.join(self.fix.split())}"
+        return text
+
+
+class InputError(PublishError):
+    """A folder, flag or value the user gave is missing or wrong."""
+
+
+class SourceError(InputError):
+    """The source is not a run directory, an adapter folder or a merged model folder (or is incomplete)."""
+
+
+class BaseModelUnknown(InputError):
+    """The base model's hub id cannot be worked out from its local path."""
+
+
+class StagingError(PublishError):
+    """The staging folder could not be made safe to publish (e.g. a local path would leak)."""
+
+
+class NotImplementedYet(PublishError):
+    """A mode that is planned but not built yet (uploads)."""
