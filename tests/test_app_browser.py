@@ -1,13 +1,12 @@
 """The chat page in a real browser (Debian's Chromium driven by Playwright): streaming, Stop and Compare.
 
 The app runs in this process (base + a random LoRA adapter, so the Compare tab works and its two answers differ),
-so the test can check the server side too: after Stop no generation is registered and no generating thread lives.
+so the test can check the server side too: after Stop no generation is registered and generate() has returned on the server.
 Full-page screenshots go to test-artifacts/ at the repository root.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,10 +39,6 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.1)
-
-
-def _generating_threads() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == "app-generate" and thread.is_alive()]
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +107,7 @@ def test_chat_streams_and_stop_really_stops(page, server):
     page.locator("#stop").click()
     expect(page.locator("#status")).to_contain_text("Stopped.", timeout=STEP_MS)  # the server found it running
     _wait(lambda: server.engine.active_generations() == 0, 10, "the engine to drop the stopped generation")
-    _wait(lambda: not _generating_threads(), 10, "the app-generate thread to end")
+    _wait(lambda: server.engine.running_jobs() == 0, 10, "generate() on the server to end")
     page.wait_for_function(IDLE, timeout=STEP_MS)
 
     stopped = _bot_text(page, "chatbot")
@@ -121,7 +116,7 @@ def test_chat_streams_and_stop_really_stops(page, server):
     assert len(stopped) >= len(second), "the stopped answer is not shown as far as it got"
     expect(page.locator('#chatbot [data-testid="bot"]')).to_have_count(1)
     expect(page.locator('#chatbot [data-testid="user"]')).to_have_count(1)
-    assert not _generating_threads()
+    assert server.engine.running_jobs() == 0
 
     _screenshot(page, "app-chat.png")
 
@@ -140,7 +135,7 @@ def test_compare_shows_two_different_answers(page, server):
     # The run finishes: neither side streams any more and the engine has nothing running.
     page.wait_for_function(IDLE, timeout=SLOW_MS)
     _wait(lambda: server.engine.active_generations() == 0, SLOW_MS / 1000, "the compare generation to end")
-    _wait(lambda: not _generating_threads(), 10, "the app-generate thread to end")
+    _wait(lambda: server.engine.running_jobs() == 0, 10, "generate() on the server to end")
 
     base, tuned = _bot_text(page, "compare-base"), _bot_text(page, "compare-tuned")
     page.wait_for_timeout(1000)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -25,10 +24,6 @@ def raw_generate(model, tokenizer, ids, max_new_tokens, **kwargs) -> str:
                              do_sample=False, repetition_penalty=1.1, eos_token_id=stop_token_ids(model, tokenizer),
                              pad_token_id=pad_token_id(model, tokenizer), **kwargs)
     return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
-
-
-def generate_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "app-generate" and t.is_alive()]
 
 
 def test_stream_yields_growing_text_equal_to_plain_generate(plain_engine):
@@ -65,12 +60,12 @@ def test_stop_really_stops_the_generating_thread(plain_engine):
     settings = GenerationSettings(max_new_tokens=400, temperature=0.8)
     stream = plain_engine.stream([], "Tell me a very long story about a dragon.", settings, session="s1")
     pieces = [next(stream), next(stream)]
-    assert plain_engine.active_generations() == 1 and generate_threads()
+    assert plain_engine.active_generations() == 1 and plain_engine.running_jobs() == 1
     assert plain_engine.stop("s1") is True
     started = time.monotonic()
     pieces += list(stream)  # the stream ends by itself once the thread has stopped
     assert time.monotonic() - started < 10
-    assert not generate_threads()
+    assert plain_engine.running_jobs() == 0  # generate() itself has returned
     assert plain_engine.active_generations() == 0
     tokens = plain_engine.tokenizer("".join(pieces), add_special_tokens=False)["input_ids"]
     assert len(tokens) < 100  # far from the 400 it was allowed
@@ -81,7 +76,7 @@ def test_closing_the_stream_stops_the_thread(plain_engine):
     stream = plain_engine.stream([], "Count from one to one thousand.", GenerationSettings(max_new_tokens=400))
     next(stream)
     stream.close()  # what a cancelled web request or Ctrl-C does
-    assert not generate_threads()
+    assert plain_engine.running_jobs() == 0  # generate() itself has returned
     assert plain_engine.active_generations() == 0
 
 
