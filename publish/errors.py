@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
+from finetune.errors import FinetuneError
 
-class PublishError(Exception):
-    """A user-facing error: `message` says what is wrong, `fix` says what to do about it."""
 
-    exit_code = 2
-
-    def __init__(self, message: str, fix: str = ""):
-        super().__init__(message)
-        self.message = message
-        self.fix = fix
-
-    def one_line(self) -> str:
-        text = " ".join(self.message.split())
-        if self.fix:
-            text += f" Fix: {' '.join(self.fix.split())}"
-        return text
+class PublishError(FinetuneError):
+    """A user-facing error: `message` says what is wrong, `fix` says what to do (one line at the CLI, exit 2)."""
 
 
 class InputError(PublishError):
