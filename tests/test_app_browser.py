@@ -1,7 +1,7 @@
 """The chat page in a real browser (Debian's Chromium driven by Playwright): streaming, Stop and Compare.
 
 The app runs in this process (base + a random LoRA adapter, so the Compare tab works and its two answers differ),
-so the test can check the server side too: after Stop no generation is registered and generate() has returned on the server.
+so the test can check the server side too: after Stop no generation is registered and generate() has returned.
 Full-page screenshots go to test-artifacts/ at the repository root.
 """
 
