@@ -7,8 +7,10 @@ import os
 import sys
 import traceback
 
+from app.errors import AppError
+
 from . import __version__
-from .errors import DataError, FinetuneError, StageFailed
+from .errors import DataError, StageFailed
 
 VERB_MODULES = ["data", "config", "train", "convert", "merge", "run", "chat", "download", "doctor"]
 
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def report(error: FinetuneError) -> None:
+def report(error: AppError) -> None:
     if isinstance(error, DataError):
         for line_no, reason in error.problems[:50]:
             print(f"  line {line_no}: {reason}", file=sys.stderr)
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except FinetuneError as error:
+    except AppError as error:  # FinetuneError, and the chat app's errors under `finetune chat`
         if os.environ.get("FINETUNE_DEBUG"):
             traceback.print_exc()
         report(error)

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
+from app.errors import AppError
 
-class FinetuneError(Exception):
-    """A user-facing error: `message` says what is wrong, `fix` says what to do about it."""
 
-    exit_code = 2
+class FinetuneError(AppError):
+    """A user-facing error: `message` says what is wrong, `fix` says what to do about it (`one_line()` for both).
 
-    def __init__(self, message: str, fix: str = ""):
-        super().__init__(message)
-        self.message = message
-        self.fix = fix
-
-    def one_line(self) -> str:
-        text = " ".join(self.message.split())
-        if self.fix:
-            text += f" Fix: {' '.join(self.fix.split())}"
-        return text
+    The base class is the chat app's, which must stay importable on its own (it runs as a hosted demo)."""
 
 
 class InputError(FinetuneError):

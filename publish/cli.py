@@ -15,7 +15,7 @@ import traceback
 from finetune.errors import FinetuneError
 
 from . import __version__
-from .errors import NotImplementedYet, PublishError
+from .errors import NotImplementedYet
 from .hubs import HUB_NAMES, HUBS, git_url
 
 
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (PublishError, FinetuneError) as error:
+    except FinetuneError as error:  # PublishError is one
         if os.environ.get("PUBLISH_DEBUG"):
             traceback.print_exc()
         print(f"error: {error.one_line()}", file=sys.stderr)
