@@ -88,14 +88,15 @@ def convert(source: str | Path, *, config: str | Path | None = None, checkpoint:
 def _add_training_tokenizer(info: dict, out: Path, progress) -> None:
     """The base tokenizer with the training chat template, so base + adapter prompts exactly as trained."""
     from .merge import save_training_tokenizer
+    from .modelload import needs_remote_code
 
     base = Path(str(info.get("model_path") or ""))
     if not (base / "tokenizer_config.json").is_file() or not info.get("prompt_template"):
         progress(f"note: base model folder '{base}' not found here; the adapter gets no tokenizer (chat apps will "
                  "use the base model's own template).")
         return
-    trust = "auto_map" in json.loads((base / "config.json").read_text(encoding="utf-8") or "{}")
-    save_training_tokenizer(base, info["prompt_template"], info.get("system", ""), out, trust=trust)
+    save_training_tokenizer(base, info["prompt_template"], info.get("system", ""), out,
+                            trust=needs_remote_code(base))
 
 
 def register(subparsers, formatter_class) -> None:

@@ -59,6 +59,10 @@ def save_training_tokenizer(base: str | Path, template_name: str, system: str, o
 
     tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=trust)
     set_training_template(tokenizer, template_name, system)
+    save_tokenizer(tokenizer, out)
+
+
+def save_tokenizer(tokenizer, out: Path) -> None:
     tokenizer.save_pretrained(out)
     if _is_gguf_copy(out / "tokenizer.model"):  # GGUF-converted bases carry a useless 98 MB copy
         (out / "tokenizer.model").unlink()
@@ -118,7 +122,7 @@ def merge(adapter: str | Path, *, base: str | Path | None = None, out: str | Pat
         apply_training_template(tokenizer, model, template_name, system)
         progress(f"  merged ({time.time() - started:.0f}s); saving shards of at most {max_shard_size}")
         model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
-        save_training_tokenizer(base, template_name, system, tmp, trust=trust)
+        save_tokenizer(tokenizer, tmp)
         copy_remote_code(base, tmp)
         (tmp / META_FILE).write_text(json.dumps({
             "base_model": str(base), "adapter": str(adapter), "prompt_template": template_name, "system": system,
