@@ -12,8 +12,9 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import SettingsError
@@ -98,8 +99,9 @@ def context_window(model: Any, tokenizer: Any) -> int | None:
 class RowStreamer:
     """A transformers streamer for any batch size: puts (row, new_text) on a queue as tokens arrive.
 
-    Each row is decoded whole at every step (cheap next to a forward pass) so multi-byte characters and
-    word-piece spacing come out right; text ending in an incomplete character is held back until it completes.
+    Each row's open line is decoded whole at every step, so multi-byte characters and word-piece spacing come out
+    right; text ending in an incomplete character is held back until it completes. A line is closed at a newline
+    (as transformers' own streamers do), so the work per token stays small however long the answer gets.
     A row ends at its first stop token.
     """
 
@@ -111,6 +113,8 @@ class RowStreamer:
         self.stop_ids = set(stop_ids)
         self.row_offset = row_offset
         self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.line_start = [0] * rows  # index in tokens[row] where the open line begins
+        self.closed = [""] * rows  # text of the closed lines
         self.sent = [0] * rows
         self.finished = [False] * rows
         self.queue: queue.Queue = out if out is not None else queue.Queue()
@@ -122,6 +126,7 @@ class RowStreamer:
             return
         values = value.reshape(len(self.tokens), -1).tolist()
         for row, new in enumerate(values):
+            before = len(self.tokens[row])
             for token in new:
                 if self.finished[row]:
                     break
@@ -129,7 +134,8 @@ class RowStreamer:
                     self.finished[row] = True
                     break
                 self.tokens[row].append(int(token))
-            self._emit(row, final=False)
+            if len(self.tokens[row]) > before:
+                self._emit(row, final=False)
 
     def end(self) -> None:
         for row in range(len(self.tokens)):
@@ -137,12 +143,16 @@ class RowStreamer:
         self.queue.put(self.DONE)
 
     def _emit(self, row: int, *, final: bool) -> None:
-        text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
-        if not final and text.endswith("\ufffd"):
+        line = self.tokenizer.decode(self.tokens[row][self.line_start[row]:], skip_special_tokens=True)
+        if not final and line.endswith("\ufffd"):
             return
+        text = self.closed[row] + line
         if len(text) > self.sent[row]:
             self.queue.put((row + self.row_offset, text[self.sent[row]:]))
             self.sent[row] = len(text)
+        if line.endswith("\n"):
+            self.closed[row] = text
+            self.line_start[row] = len(self.tokens[row])
 
 
 def _stop_criteria(stop: threading.Event) -> Any:
@@ -159,13 +169,12 @@ def _stop_criteria(stop: threading.Event) -> Any:
 
 @dataclass
 class _Job:
-    """One generate() call in a worker thread."""
+    """One generate() call on a worker thread; its future holds the outcome (an error is re-raised to the reader)."""
 
     model: Any
     kwargs: dict[str, Any]
     streamer: RowStreamer
     lock: threading.Lock | None = None
-    error: list[BaseException] = field(default_factory=list)
     future: Future | None = None
 
     def start(self, pool: ThreadPoolExecutor) -> _Job:
@@ -176,15 +185,11 @@ class _Job:
         import torch
 
         try:
-            if self.lock is not None:
-                with self.lock, torch.inference_mode():
-                    self.model.generate(**self.kwargs, streamer=self.streamer)
-            else:
-                with torch.inference_mode():
-                    self.model.generate(**self.kwargs, streamer=self.streamer)
-        except BaseException as exc:  # handed to the reading thread
-            self.error.append(exc)
-            self.streamer.end()
+            with self.lock or nullcontext(), torch.inference_mode():
+                self.model.generate(**self.kwargs, streamer=self.streamer)
+        except BaseException:
+            self.streamer.end()  # wake the reader, which then re-raises this from the future
+            raise
 
 
 def _drain(jobs: Sequence[_Job], out: queue.Queue, stop: threading.Event) -> Iterator[tuple[int, str]]:
@@ -199,12 +204,9 @@ def _drain(jobs: Sequence[_Job], out: queue.Queue, stop: threading.Event) -> Ite
             yield item
     finally:
         stop.set()
-        for job in jobs:
-            if job.future is not None:
-                job.future.result()
+        wait([job.future for job in jobs])
     for job in jobs:
-        if job.error:
-            raise job.error[0]
+        job.future.result()
 
 
 # ----------------------------------------------------------------------------------------------- engine
@@ -275,6 +277,9 @@ class ChatEngine:
         head = [{"role": "system", "content": system}] if system.strip() else []
         turns = [*_clean(history), {"role": "user", "content": message}]
         budget = None if self.context is None else self.context - max_new_tokens
+        if budget is not None and budget < 1:
+            raise SettingsError(f"Max new tokens ({max_new_tokens}) leaves no room for the prompt in the "
+                                f"{self.context}-token context.", "lower max new tokens.")
         ids = render_ids(self.tokenizer, head + turns)
         dropped = 0
         while budget is not None and len(ids) > budget and len(turns) > 1:
@@ -287,9 +292,6 @@ class ChatEngine:
         if budget is not None and len(ids) > budget:
             turns, ids = self._truncate_message(head, turns[-1]["content"], budget)
             notices.append(f"Your message alone was longer than the context allows ({budget} tokens): it was cut.")
-        if budget is not None and budget < 1:
-            raise SettingsError(f"Max new tokens ({max_new_tokens}) leaves no room for the prompt in the "
-                                f"{self.context}-token context.", "lower max new tokens.")
         return Prepared(head + turns, ids, notices)
 
     def _truncate_message(self, head: list[Message], message: str, budget: int) -> tuple[list[Message], list[int]]:

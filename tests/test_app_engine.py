@@ -26,14 +26,17 @@ def raw_generate(model, tokenizer, ids, max_new_tokens, **kwargs) -> str:
     return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
 
 
-def test_stream_yields_growing_text_equal_to_plain_generate(plain_engine):
-    pieces = list(plain_engine.stream([], "Write one sentence about the sea.", GREEDY))
+@pytest.mark.parametrize("prompt", ["Write one sentence about the sea.", "List 5 fruits as a numbered list."])
+def test_stream_yields_growing_text_equal_to_plain_generate(plain_engine, prompt):
+    pieces = list(plain_engine.stream([], prompt, GREEDY))
     assert len(pieces) > 5  # streamed piece by piece, not in one lump
     prefixes = ["".join(pieces[:i]) for i in range(1, len(pieces) + 1)]
     assert all(len(a) < len(b) for a, b in zip(prefixes, prefixes[1:], strict=False))
-    prepared = plain_engine.prepare([], "Write one sentence about the sea.", max_new_tokens=32)
+    prepared = plain_engine.prepare([], prompt, max_new_tokens=32)
     expected = raw_generate(plain_engine.model, plain_engine.tokenizer, prepared.input_ids, 32)
     assert "".join(pieces) == expected
+    if "list" in prompt:
+        assert expected.count("\n") >= 2  # the streamer closes lines at newlines: the joins must be exact
 
 
 def test_stream_keeps_multibyte_text_whole(plain_engine):
