@@ -16,7 +16,6 @@ from .options import add_generation_arguments, add_model_arguments, build_engine
 
 RESET = "RESET"
 EXIT = "EXIT"
-DEFAULTS = GenerationSettings(max_new_tokens=512, temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1)
 
 
 class Conversation:
@@ -121,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_arguments(parser)
-    add_generation_arguments(parser, DEFAULTS)
+    add_generation_arguments(parser)
     parser.add_argument("--prompt", action="append", default=None, metavar="TEXT",
                         help="non-interactive: answer this prompt (repeatable, in order; RESET allowed) and exit")
     return parser
@@ -137,7 +136,7 @@ def main(argv: Sequence[str] | None = None, *, input_stream: TextIO | None = Non
         err.flush()
 
     try:
-        settings = generation_settings(args, DEFAULTS)
+        settings = generation_settings(args)
         args.no_compare = True  # the terminal has no compare view: never load a second model
         engine = build_engine(args, note)
     except AppError as error:

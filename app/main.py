@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .engine import ChatEngine, GenerationSettings
+from .engine import ChatEngine
 from .errors import AppError, SettingsError
 from .options import add_generation_arguments, add_model_arguments, build_engine, env, generation_settings
 
-DEFAULTS = GenerationSettings(max_new_tokens=512, temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1)
 TABS = ("chat", "compare", "model")
 
 
@@ -35,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_arguments(parser)
-    add_generation_arguments(parser, DEFAULTS)
+    add_generation_arguments(parser)
     page = parser.add_argument_group("page and server")
     page.add_argument("--title", default=None, help="page title [APP_TITLE]")
     page.add_argument("--tab", choices=TABS, default=None, help="tab shown first [APP_TAB, default chat]")
@@ -86,7 +85,7 @@ def start(args: argparse.Namespace, *, block: bool = True, log=None) -> Server:
     from .ui import CSS, build_ui
 
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    settings = generation_settings(args, DEFAULTS)
+    settings = generation_settings(args)
     host = args.host or env("GRADIO_SERVER_NAME", "127.0.0.1")
     port = check_port(host, _port(args))  # before the slow model load
     concurrency = args.concurrency if args.concurrency is not None else env("CONCURRENCY", 1, int)

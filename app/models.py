@@ -64,7 +64,8 @@ class Resolved:
     label: str = ""
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file's content; {} when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -85,7 +86,7 @@ def is_adapter_dir(folder: Path) -> bool:
 
 
 def has_chat_template(folder: Path) -> bool:
-    config = _read_json(folder / "tokenizer_config.json")
+    config = read_json(folder / "tokenizer_config.json")
     return bool(config.get("chat_template")) or (folder / "chat_template.jinja").is_file()
 
 
@@ -116,13 +117,6 @@ def _cached(name: str) -> Path | None:
         if key and is_model_dir(models / key):
             return models / key
     return None
-
-
-def _adapter_base(adapter: str) -> str | None:
-    folder = Path(adapter).expanduser()
-    meta = _read_json(folder / META_FILE)
-    config = _read_json(folder / "adapter_config.json")
-    return _existing_base([meta.get("model_path"), config.get("base_model_name_or_path")])
 
 
 def resolve(request: ModelRequest) -> Resolved:
@@ -167,7 +161,7 @@ def _from_path(path: Path, request: ModelRequest) -> Resolved:
     if (path / "run.json").is_file() or (path / "merged").is_dir() or (path / "adapter").is_dir():
         return _from_run(path, request)
     if is_model_dir(path):
-        meta = _read_json(path / META_FILE)
+        meta = read_json(path / META_FILE)
         base = _existing_base([meta.get("base_model")]) if request.compare else None
         return Resolved(str(path), tokenizer=str(path), compare_base=base, meta=meta, label=path.name)
     what = "has a config.json but no weights" if (path / "config.json").is_file() else "has no config.json"
@@ -179,7 +173,7 @@ def _from_path(path: Path, request: ModelRequest) -> Resolved:
 def _from_run(run: Path, request: ModelRequest) -> Resolved:
     merged, adapter = run / "merged", run / "adapter"
     if is_model_dir(merged) and not request.use_adapter:
-        meta = _read_json(merged / META_FILE)
+        meta = read_json(merged / META_FILE)
         base = _existing_base([meta.get("base_model")]) if request.compare else None
         return Resolved(str(merged), tokenizer=str(merged), compare_base=base, meta=meta, label=run.name)
     if is_adapter_dir(adapter):
@@ -202,7 +196,9 @@ def _with_adapter(adapter: str, base: str | None) -> Resolved:
     if not local and not _looks_like_hub_id(adapter):
         raise ModelSourceError(f"Adapter '{adapter}' is neither a local folder nor a hub id.",
                                "pass RUN/adapter or an adapter repo id like owner/name.")
-    meta = _read_json(folder / META_FILE) if local else {}
+    meta = read_json(folder / META_FILE) if local else {}
+    config = read_json(folder / "adapter_config.json") if local else {}
+    named = [meta.get("model_path"), config.get("base_model_name_or_path")]  # the base it was trained on
     if base:
         chosen = _existing_base([base])
         if chosen is None:
@@ -210,10 +206,9 @@ def _with_adapter(adapter: str, base: str | None) -> Resolved:
                                    f"{cache_dir() / 'models'}, not a hub id).",
                                    "pass --base with a model folder or hub id.")
     else:
-        chosen = _adapter_base(adapter) if local else None
+        chosen = _existing_base(named) if local else None
         if chosen is None and local:
-            named = meta.get("model_path") or _read_json(folder / "adapter_config.json").get("base_model_name_or_path")
-            raise ModelSourceError(f"The adapter's base model '{named}' is not on this machine.",
+            raise ModelSourceError(f"The adapter's base model '{named[0] or named[1]}' is not on this machine.",
                                    "pass --base with the base model folder or its hub id.")
         if chosen is None:  # a hub adapter: its config names the base
             chosen = _remote_adapter_base(adapter)
@@ -315,7 +310,7 @@ def _download(ref: str, source: str, notice: Notice) -> str:
 
 def _remote_code(ref: str) -> bool:
     folder = Path(ref).expanduser()
-    return any("auto_map" in _read_json(folder / name) for name in ("config.json", "tokenizer_config.json"))
+    return any("auto_map" in read_json(folder / name) for name in ("config.json", "tokenizer_config.json"))
 
 
 def _load_causal_lm(ref: str, *, device: str, dtype: Any, bits: int | None, trust: bool) -> Any:
@@ -361,7 +356,7 @@ def _apply_adapter(model: Any, adapter: str, base: str) -> Any:
     try:
         return PeftModel.from_pretrained(model, adapter).eval()
     except (RuntimeError, ValueError, KeyError) as exc:
-        named = _read_json(Path(adapter).expanduser() / "adapter_config.json").get("base_model_name_or_path")
+        named = read_json(Path(adapter).expanduser() / "adapter_config.json").get("base_model_name_or_path")
         trained_on = f" It was trained on '{named}'." if named else ""
         raise AdapterMismatch(
             f"The adapter {adapter} does not fit the base model {base}: {_first_line(exc)[:200]}.{trained_on}",

@@ -59,7 +59,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        f"{DEFAULT_MAX_INPUT_CHARS}]")
 
 
-def add_generation_arguments(parser: argparse.ArgumentParser, defaults: GenerationSettings) -> None:
+def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = GenerationSettings()
     group = parser.add_argument_group("generation")
     group.add_argument("--system", default=None,
                        help="system prompt (default: the one the model was trained with) [SYSTEM_PROMPT]")
@@ -97,7 +98,9 @@ def model_request(args: argparse.Namespace) -> ModelRequest:
     )
 
 
-def generation_settings(args: argparse.Namespace, defaults: GenerationSettings) -> GenerationSettings:
+def generation_settings(args: argparse.Namespace) -> GenerationSettings:
+    defaults = GenerationSettings()
+
     def pick(flag: Any, name: str, kind: Callable[[str], Any], default: Any) -> Any:
         return flag if flag is not None else env(name, default, kind)
 

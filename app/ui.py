@@ -46,9 +46,8 @@ def _cell(value: Any) -> str:
 class Handlers:
     """Event handlers bound to one engine; plain methods so they are easy to read and to test."""
 
-    def __init__(self, engine: ChatEngine, defaults: GenerationSettings):
+    def __init__(self, engine: ChatEngine):
         self.engine = engine
-        self.defaults = defaults
 
     def chat(self, message: str, history: list[Message] | None, system: str, max_new_tokens: float,
              temperature: float, top_p: float, top_k: float, repetition_penalty: float,
@@ -131,7 +130,7 @@ def build_ui(engine: ChatEngine, *, title: str = "", defaults: GenerationSetting
              initial_tab: str = "chat") -> gr.Blocks:
     """The whole page. `concurrency` answers run at once (the rest wait in a queue of `queue_size`)."""
     defaults = defaults or GenerationSettings()
-    handlers = Handlers(engine, defaults)
+    handlers = Handlers(engine)
     title = title or f"Chat with {engine.info.get('Model', 'your model')}"
     examples = examples if examples is not None else EXAMPLES
 

@@ -7,11 +7,12 @@ model folder, or a run directory (its `merged/` model).
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from app.models import read_json
 
 from .embedded import cache_dir, ensure_embedded_model
 from .errors import EnvironmentProblem, InputError, ModelNotFound
@@ -129,14 +130,6 @@ def resolve_model(spec: str | None, *, progress: Callable[[str], None] = print) 
 # ------------------------------------------------------------------------------------------------ load
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _preset_named(value: object) -> Preset | None:
     """A preset from a preset name, a hub id, or a path whose last part is a preset name."""
     if not isinstance(value, str) or not value.strip():
@@ -148,10 +141,10 @@ def _preset_named(value: object) -> Preset | None:
 def _preset_for_folder(path: Path) -> Preset | None:
     """The preset a model folder came from: its name, its run's run.json, or the merge's finetune_meta.json."""
     candidates: list[object] = [path.name]
-    meta = _read_json(path / "finetune_meta.json")
+    meta = read_json(path / "finetune_meta.json")
     candidates += [meta.get("base_model"), meta.get("model_path")]
     if path.name == "merged":
-        run = _read_json(path.parent / "run.json")
+        run = read_json(path.parent / "run.json")
         spec = run.get("spec") if isinstance(run.get("spec"), dict) else {}
         candidates += [source.get(key) for source in (run, spec) for key in ("preset", "model", "base_model")]
     for candidate in candidates:
@@ -163,7 +156,7 @@ def _preset_for_folder(path: Path) -> Preset | None:
 
 def needs_remote_code(path: Path) -> bool:
     """True when the model ships its own code (config/tokenizer `auto_map`) or its preset says so."""
-    if "auto_map" in _read_json(path / "config.json") or "auto_map" in _read_json(path / "tokenizer_config.json"):
+    if "auto_map" in read_json(path / "config.json") or "auto_map" in read_json(path / "tokenizer_config.json"):
         return True
     preset = _preset_for_folder(path)
     return bool(preset and preset.trust_remote_code)
