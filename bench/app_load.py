@@ -22,22 +22,13 @@ QUESTIONS = ["Who are you?", "What is the capital of France?", "Give me three ti
 
 
 def one_client(url: str, question: str, max_new_tokens: int, out: list, barrier: threading.Barrier) -> None:
+    from app_stream import ask_page
     from gradio_client import Client
 
     client = Client(url, verbose=False)
     barrier.wait()
-    started = time.perf_counter()
-    job = client.submit(question, max_new_tokens=max_new_tokens, temperature=0, api_name="/chat")
-    first = None
-    while not job.done():
-        if first is None and any(len(o[0]) == 2 for o in job.outputs()):
-            first = time.perf_counter() - started
-        time.sleep(0.005)
-    chatbot = job.result()[0]
-    content = chatbot[-1]["content"]
-    text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
-    out.append({"ttft": first if first is not None else time.perf_counter() - started,
-                "latency": time.perf_counter() - started, "text": text})
+    first, elapsed, text = ask_page(client, question, max_new_tokens)
+    out.append({"ttft": first if first is not None else elapsed, "latency": elapsed, "text": text})
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -58,20 +58,18 @@ def engine_round(engine, ids, settings, tokens):
     return first, tokens / elapsed, "".join(pieces)
 
 
-def page_round(client, max_new_tokens, tokens):
+def ask_page(client, question, max_new_tokens):
+    """(seconds to the first streamed text or None, seconds to the whole answer, answer) through the page's API."""
     started = time.perf_counter()
-    job = client.submit(PROMPT, max_new_tokens=max_new_tokens, temperature=0, api_name="/chat")
+    job = client.submit(question, max_new_tokens=max_new_tokens, temperature=0, api_name="/chat")
     first = None
     while not job.done():
-        outputs = job.outputs()
-        if first is None and any(len(out[0]) == 2 for out in outputs):
+        if first is None and any(len(out[0]) == 2 for out in job.outputs()):
             first = time.perf_counter() - started
         time.sleep(0.002)
     elapsed = time.perf_counter() - started
-    chatbot = job.result()[0]
-    content = chatbot[-1]["content"]
-    text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
-    return first, tokens / elapsed, text
+    content = job.result()[0][-1]["content"]
+    return first, elapsed, content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
 
 
 def main(argv=None) -> int:
@@ -113,7 +111,8 @@ def main(argv=None) -> int:
         rows["engine"].append((ttft, tps))
         same["engine"] += text == raw_text
         if client is not None:
-            first, tps, page_text = page_round(client, args.max_new_tokens, tokens)
+            first, elapsed, page_text = ask_page(client, PROMPT, args.max_new_tokens)
+            tps = tokens / elapsed
             same["page"] += page_text == raw_text.strip()
             rows["page"].append((first, tps))
     if server is not None:
