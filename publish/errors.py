@@ -27,3 +27,39 @@ class StagingError(PublishError):
 
 class NotImplementedYet(PublishError):
     """A mode that is planned but not built yet (uploads)."""
+
+
+class MissingToken(PublishError):
+    """No token for the hub in the environment or its login cache."""
+
+
+class AuthError(PublishError):
+    """The hub rejected the token (401) or it lacks write access to the namespace (403)."""
+
+
+class RepoNameTaken(PublishError):
+    """The repo exists and is not writable with this token, or the name is refused (403/409)."""
+
+
+class PaymentRequired(PublishError):
+    """The hub wants a paid plan for this (402: Space hardware, quota)."""
+
+
+class HubUnreachable(PublishError):
+    """The hub cannot be reached: network down, DNS, proxy, timeout."""
+
+
+class HubServerError(PublishError):
+    """The hub answered 5xx or something we cannot read. Re-running resumes: only missing files are sent."""
+
+
+class HubRejected(PublishError):
+    """The hub refused the content (invalid README metadata, a bad parameter)."""
+
+
+class RemoteMismatch(PublishError):
+    """After the upload the remote file list or sizes differ from the staging folder."""
+
+
+class ManualStepsRequired(PublishError):
+    """The platform has no API for the rest; the message lists the console steps (OpenXLab apps)."""
