@@ -1,9 +1,6 @@
-"""`python -m publish adapter RUN --to hf|modelscope|openxlab --repo OWNER/NAME --dry-run`.
-
-Stages the folder to publish (adapter or merged model, rewritten configs, model card, hub files) and prints what an
-upload would send. Uploads are not implemented yet: without --dry-run the command says so and exits 2. Tokens are
-never read from the command line (they will come from the environment or the hubs' login caches).
-"""
+"""`python -m publish adapter|demo ...`: upload a fine-tuned model, or deploy its chat demo, to Hugging Face,
+ModelScope or OpenXLab. Tokens come only from the environment or the hubs' login caches, never from the command
+line, and never show in output. `--dry-run` stages everything locally and makes no network request."""
 
 from __future__ import annotations
 
@@ -15,55 +12,106 @@ import traceback
 from finetune.errors import FinetuneError
 
 from . import __version__
-from .errors import NotImplementedYet
-from .hubs import HUB_NAMES, HUBS, git_url
+from .hubs import HUB_NAMES, HUBS, OPENXLAB_GIT_ENV, git_url
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Examples keep their line breaks; each option's help states its own default."""
 
 
+TOKENS_HELP = ("tokens (never on the command line): Hugging Face HF_TOKEN or `huggingface-cli login`; ModelScope "
+               "MODELSCOPE_API_TOKEN or `modelscope login`; OpenXLab OPENXLAB_GIT_USER + OPENXLAB_GIT_TOKEN (a Git "
+               "access token); a git remote for an OpenXLab app: GIT_TOKEN. Endpoints: HF_ENDPOINT, "
+               f"MODELSCOPE_ENDPOINT, {OPENXLAB_GIT_ENV}.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m publish",
-        description="Publish a fine-tuned model to Hugging Face, ModelScope or OpenXLab. For now only --dry-run: "
-        "it stages the folder that would be uploaded (RUN/publish/<hub>/) and prints it; no network request.",
+        description="Publish a fine-tuned model to Hugging Face, ModelScope or OpenXLab, or deploy its chat demo. "
+        "Every upload sends only what the hub does not have yet, then checks the remote file list; rerunning after "
+        "an interruption resumes. --dry-run stages the folder and prints it without any network request.",
         epilog="examples:\n"
-        "  python -m publish adapter runs/xiaowei --to hf --repo you/xiaowei-adapter --dry-run\n"
-        "  python -m publish adapter runs/xiaowei --to modelscope --repo you/xiaowei-adapter --dry-run\n"
-        "  python -m publish adapter runs/xiaowei --merged --to openxlab --repo you/xiaowei --dry-run\n"
-        "  python -m publish adapter my_adapter --base-id Qwen/Qwen2.5-0.5B-Instruct --to hf --repo you/x --dry-run",
+        "  python -m publish adapter runs/xiaowei --to hf --repo you/xiaowei-adapter\n"
+        "  python -m publish adapter runs/xiaowei --merged --to modelscope --repo you/xiaowei\n"
+        "  python -m publish adapter runs/xiaowei --to openxlab --repo you/xiaowei-adapter --dry-run\n"
+        "  python -m publish demo --to hf --repo you/xiaowei-chat --model HuggingFaceTB/SmolLM2-135M-Instruct "
+        "--adapter you/xiaowei-adapter\n\n" + TOKENS_HELP,
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"publish {__version__}")
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     adapter = subparsers.add_parser(
         "adapter",
-        help="stage (and later upload) an adapter or a merged model",
-        description="Stage a run's adapter (or, with --merged, its merged model) for a hub: safetensors weights, "
-        "adapter_config.json with base_model_name_or_path rewritten from the local folder to the base model's id on "
-        "that hub, tokenizer files, finetune_meta.json without local paths, loss.png, a bilingual model card "
-        "(README.md) and the hub's own file (ModelScope configuration.json, OpenXLab metafile.yml). The staging "
-        "folder is written to a temporary path and renamed, so a failure leaves none.",
+        help="upload an adapter or a merged model with a generated model card",
+        description="Stage a run's adapter (or, with --merged, its merged model) for a hub and upload it: "
+        "safetensors weights, adapter_config.json with base_model_name_or_path rewritten from the local folder to "
+        "the base model's id on that hub, tokenizer files, finetune_meta.json without local paths, loss.png, a "
+        "bilingual model card (README.md) and the hub's own file (ModelScope configuration.json, OpenXLab "
+        "metafile.yml). The staging folder is written to a temporary path and renamed. The repo is created if "
+        "missing (OpenXLab: create it on openxlab.org.cn first); unchanged files are not sent again.",
         epilog="examples:\n"
-        "  python -m publish adapter runs/xiaowei --to hf --repo you/xiaowei-adapter --dry-run\n"
-        "  python -m publish adapter runs/xiaowei/merged --merged --to modelscope --repo you/xiaowei --dry-run",
+        "  python -m publish adapter runs/xiaowei --to hf --repo you/xiaowei-adapter\n"
+        "  python -m publish adapter runs/xiaowei/merged --merged --to modelscope --repo you/xiaowei --dry-run\n\n"
+        + TOKENS_HELP,
         formatter_class=HelpFormatter,
     )
     adapter.add_argument("source", help="run directory, adapter folder (RUN/adapter) or, with --merged, RUN/merged")
-    adapter.add_argument("--to", dest="hub", required=True, choices=HUB_NAMES, help="target hub")
-    adapter.add_argument("--repo", required=True, help="target repo id, OWNER/NAME")
+    _add_target(adapter)
     adapter.add_argument("--merged", action="store_true", help="publish the merged model instead of the adapter")
     adapter.add_argument("--base-id", dest="base_id", default=None,
                          help="the base model's id on the target hub (default: from the preset whose folder the "
                          "adapter was trained on)")
     adapter.add_argument("--license", default=None, help="license for the card (default: the base model's)")
     adapter.add_argument("--out", default=None, help="staging folder (default: RUN/publish/<hub>[-merged])")
-    adapter.add_argument("--private", action="store_true", help="create the repo private (used by uploads)")
-    adapter.add_argument("--dry-run", dest="dry_run", action="store_true",
-                         help="stage and print what would be uploaded; no network request (the only mode for now)")
     adapter.set_defaults(func=_adapter)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="deploy the chat page for a published model (Space, Studio, OpenXLab app)",
+        description="Build the chat demo bundle (app.py, app/, pinned requirements.txt, README with the platform's "
+        "front matter), check that the model fits the chosen hardware, upload it as a Hugging Face Space or a "
+        "ModelScope Studio with MODEL_ID/ADAPTER_ID/BITS set as variables, and print its URL. OpenXLab apps have no "
+        "API: the bundle is pushed to --git-remote (a GitHub repo) and the console steps are printed.",
+        epilog="examples:\n"
+        "  python -m publish demo --to hf --repo you/xiaowei-chat --model HuggingFaceTB/SmolLM2-135M-Instruct "
+        "--adapter you/xiaowei-adapter\n"
+        "  python -m publish demo --to hf --repo you/chat7b --model you/xiaowei-7b --bits 4 --hardware t4-small\n"
+        "  python -m publish demo --to openxlab --repo you/xiaowei --model you/xiaowei-merged "
+        "--git-remote https://github.com/you/xiaowei-app.git\n\n" + TOKENS_HELP,
+        formatter_class=HelpFormatter,
+    )
+    _add_target(demo)
+    demo.add_argument("--model", required=True, help="hub id of the merged model, or of the base when --adapter is set")
+    demo.add_argument("--adapter", default=None, help="hub id of the LoRA adapter to load on --model")
+    demo.add_argument("--bits", type=int, choices=(4, 8), default=None, help="load in 4/8 bit (GPU hardware only)")
+    demo.add_argument("--hardware", default=None,
+                      help="hf: cpu-basic (default, free), cpu-upgrade, t4-small, t4-medium, l4x1, a10g-small, "
+                      "a10g-large, l40sx1, a100-large (paid: requested for the Space); modelscope: cpu, gpu-a10; "
+                      "openxlab: cpu, a10")
+    demo.add_argument("--title", default=None, help="page title (default: Chat with <model>)")
+    demo.add_argument("--system-prompt", dest="system_prompt", default=None,
+                      help="default system prompt (default: the one the model was trained with)")
+    demo.add_argument("--no-compare", dest="compare", action="store_false",
+                      help="merged model: skip loading the base for the Compare tab (halves memory)")
+    demo.add_argument("--no-fit-check", dest="check", action="store_false",
+                      help="skip the pre-flight memory check")
+    demo.add_argument("--token-secret-env", dest="token_secret_env", default=None, metavar="VAR",
+                      help="environment variable holding a read token to store as the demo's HF_TOKEN / "
+                      "MODELSCOPE_API_TOKEN secret (private or gated models)")
+    demo.add_argument("--git-remote", dest="git_remote", default=None,
+                      help="openxlab: the GitHub repo to push the app to (token from GIT_TOKEN)")
+    demo.add_argument("--out", default=None, help="bundle folder (default: demo-bundles/<hub>-<owner>-<name>)")
+    demo.set_defaults(func=_demo)
     return parser
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--to", dest="hub", required=True, choices=HUB_NAMES, help="target hub")
+    parser.add_argument("--repo", required=True, help="target repo id, OWNER/NAME")
+    parser.add_argument("--private", action="store_true", help="create the repo private")
+    parser.add_argument("--dry-run", dest="dry_run", action="store_true",
+                        help="stage and print what would be uploaded; no network request")
 
 
 def human_size(size: int) -> str:
@@ -106,17 +154,67 @@ def print_plan(staged, *, private: bool, stream=None) -> None:
             out(f"---- end of {name} ----")
 
 
-def _adapter(args) -> int:
-    if not args.dry_run:
-        raise NotImplementedYet("Uploads are not implemented yet; nothing was staged or uploaded.",
-                                "add --dry-run to stage the folder and see exactly what would be uploaded.")
-    from .stage import stage_adapter
+def print_result(result, *, stream=None) -> None:
+    stream = stream or sys.stdout
+    sent = f"{len(result.sent)} file(s) sent" if result.sent else "nothing sent (already up to date)"
+    print(f"Done: {sent}, {result.commits} commit(s); the remote matches the staging folder "
+          f"({len(result.remote)} files checked).", file=stream)
+    print(f"URL: {result.url}", file=stream)
 
-    print(f"Staging the {'merged model' if args.merged else 'adapter'} from {args.source} for {HUBS[args.hub].label} "
-          "...", file=sys.stderr)
-    staged = stage_adapter(args.source, hub=args.hub, repo=args.repo, merged=args.merged, out=args.out,
-                           base_id=args.base_id, license=args.license)
-    print_plan(staged, private=args.private)
+
+def _adapter(args) -> int:
+    from .adapter import publish_adapter
+
+    published = publish_adapter(args.source, hub=args.hub, repo=args.repo, merged=args.merged,
+                                base_id=args.base_id, license=args.license, out=args.out, private=args.private,
+                                dry_run=args.dry_run)
+    if published.result is None:
+        print_plan(published.staged, private=args.private)
+    else:
+        print_result(published.result)
+    return 0
+
+
+def print_demo_plan(published, *, dry_run: bool, stream=None) -> None:
+    stream = stream or sys.stdout
+    bundle = published.bundle
+
+    def out(line: str = "") -> None:
+        print(line, file=stream)
+
+    if dry_run:
+        out("Dry run: the demo bundle is built locally; nothing was uploaded and no network request was made.")
+    out(f"  platform:  {HUBS[bundle.hub].label}  repo: {bundle.repo}")
+    out(f"  hardware:  {bundle.hardware.name} ({bundle.hardware.note}); {bundle.fit}")
+    out(f"  variables: {', '.join(f'{k}={v}' for k, v in bundle.variables.items())}")
+    out(f"  bundle:    {bundle.path} ({len(bundle.files)} files, {human_size(bundle.total_size)})")
+    if dry_run:
+        for item in bundle.files:
+            if "/" not in item.path:
+                out(f"    {item.size:>9,} B  {item.path}")
+        out(f"    + app/ ({sum(1 for f in bundle.files if f.path.startswith('app/'))} files)")
+        out("---- README.md (generated) ----")
+        out((bundle.path / "README.md").read_text(encoding="utf-8").rstrip("\n"))
+        out("---- end of README.md ----")
+    if published.manual_steps:
+        out("Manual action required on OpenXLab (it has no API for apps); the demo is NOT published until you:")
+        for number, step in enumerate(published.manual_steps, 1):
+            out(f"  {number}. {step}")
+    elif not dry_run:
+        out(f"URL: {published.url} (the platform builds the page in a few minutes)")
+
+
+def _demo(args) -> int:
+    from .demo import publish_demo
+
+    published = publish_demo(hub=args.hub, repo=args.repo, model_id=args.model, adapter_id=args.adapter,
+                             bits=args.bits, hardware=args.hardware, private=args.private, out=args.out,
+                             title=args.title, system_prompt=args.system_prompt, compare=args.compare,
+                             check=args.check, token_secret_env=args.token_secret_env, git_remote=args.git_remote,
+                             dry_run=args.dry_run)
+    if published.result is not None:
+        print_result(published.result)
+    print_demo_plan(published, dry_run=args.dry_run)
     return 0
 
 

@@ -228,15 +228,19 @@ def test_app_imports_nothing_from_finetune_or_publish():
 
 
 def test_space_bundle_runs_from_environment_alone(tmp_path, embedded_model, lora_adapter):
-    """The hosted layout (app.py + app/ and nothing else of this repo), started as a platform starts it."""
+    """The bundle `python -m publish demo` uploads (app.py + app/ + requirements + README, nothing else of this
+    repo), started as a platform starts it, with the variables pointing at local folders instead of hub ids."""
     import os
     import time
 
     from gradio_client import Client
 
+    from publish.demo import build_demo
+
     bundle = tmp_path / "space"
-    shutil.copytree(REPO / "app", bundle / "app", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "app" / "space_app.py", bundle / "app.py")
+    build_demo(bundle, hub="hf", repo="me/xiaowei-chat", model_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+               adapter_id="me/xiaowei-adapter")
+    assert sorted(p.name for p in bundle.iterdir()) == ["README.md", "app", "app.py", "requirements.txt"]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -454,14 +454,19 @@ def test_dry_run_openxlab_shows_git_remote_and_metafile(tmp_path, tiny, capsys, 
     assert "---- metafile.yml (OpenXLab, generated) ----" in out
 
 
-def test_without_dry_run_uploads_are_honestly_not_implemented(tmp_path, tiny, capsys, no_network):
+def test_an_upload_without_a_token_stops_with_one_line_and_no_request(tmp_path, tiny, capsys, no_network,
+                                                                       monkeypatch):
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
     run = make_run(tmp_path, tiny)
     code = cli.main(["adapter", str(run), "--to", "hf", "--repo", "you/x"])
-    err = capsys.readouterr().err.strip().splitlines()
+    lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert len(err) == 1 and err[0].startswith("error: Uploads are not implemented yet")
-    assert "Fix: add --dry-run" in err[0]
-    assert not (run / "publish").exists()
+    assert lines[-1].startswith("error: No Hugging Face token") and "HF_TOKEN" in lines[-1]
+    assert sum(line.startswith("error:") for line in lines) == 1
+    assert (run / "publish" / "hf" / "README.md").is_file()  # staged; a rerun with a token uploads it
 
 
 def test_no_token_flags_and_module_entry_point():
