@@ -47,7 +47,7 @@ class ModelRequest:
     bits: int | None = None  # 4 or 8 (bitsandbytes, CUDA only)
     dtype: str = "auto"
     device: str | None = None
-    source: str = "hf"  # where hub ids are downloaded from: hf or modelscope
+    source: str = "hf"  # where hub ids are downloaded from: hf, modelscope or openxlab
     compare: bool = True  # also make the base model available for the compare tab
     use_adapter: bool = False  # with a run directory: base + adapter instead of the merged model
 
@@ -295,9 +295,14 @@ def _quantization(bits: int, dtype: Any) -> Any:
 
 
 def _download(ref: str, source: str, notice: Notice) -> str:
-    """A local folder for `ref`: itself if local; ModelScope ids are downloaded here, HF ids by from_pretrained."""
-    if Path(ref).expanduser().exists() or source != "modelscope":
+    """A local folder for `ref`: itself if local; ModelScope and OpenXLab ids are downloaded here, HF ids by
+    from_pretrained."""
+    if Path(ref).expanduser().exists() or source not in ("modelscope", "openxlab"):
         return ref
+    if source == "openxlab":
+        from .openxlab_download import download
+
+        return download(ref, notice)
     notice(f"Downloading {ref} from ModelScope ...")
     try:
         from modelscope import snapshot_download

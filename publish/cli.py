@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--token-secret-env", dest="token_secret_env", default=None, metavar="VAR",
                       help="environment variable holding a read token to store as the demo's HF_TOKEN / "
                       "MODELSCOPE_API_TOKEN secret (private or gated models)")
+    demo.add_argument("--source", choices=("hf", "modelscope", "openxlab"), default=None,
+                      help="where the app downloads --model/--adapter [MODEL_SOURCE]: default modelscope for "
+                      "--to modelscope, else hf; openxlab clones both with git-lfs (so both must be OpenXLab repos; "
+                      "adds packages.txt)")
     demo.add_argument("--git-remote", dest="git_remote", default=None,
                       help="openxlab: the GitHub repo to push the app to (token from GIT_TOKEN)")
     demo.add_argument("--out", default=None, help="bundle folder (default: demo-bundles/<hub>-<owner>-<name>)")
@@ -211,7 +215,7 @@ def _demo(args) -> int:
                              bits=args.bits, hardware=args.hardware, private=args.private, out=args.out,
                              title=args.title, system_prompt=args.system_prompt, compare=args.compare,
                              check=args.check, token_secret_env=args.token_secret_env, git_remote=args.git_remote,
-                             dry_run=args.dry_run)
+                             source=args.source, dry_run=args.dry_run)
     if published.result is not None:
         print_result(published.result)
     print_demo_plan(published, dry_run=args.dry_run)

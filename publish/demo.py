@@ -42,15 +42,23 @@ class DemoBundle:
         return sum(f.size for f in self.files)
 
 
-def demo_variables(model_id: str, adapter_id: str | None, bits: int | None, hub: str, *, title: str | None = None,
-                   system_prompt: str | None = None) -> dict[str, str]:
+SOURCES = ("hf", "modelscope", "openxlab")  # where the hosted app downloads MODEL_ID / ADAPTER_ID from
+PACKAGES_FOR_OPENXLAB = "git\ngit-lfs\n"  # apt packages: MODEL_SOURCE=openxlab clones the repos with git-lfs
+
+
+def default_source(hub: str) -> str:
+    return "modelscope" if hub == "modelscope" else "hf"
+
+
+def demo_variables(model_id: str, adapter_id: str | None, bits: int | None, source: str, *,
+                   title: str | None = None, system_prompt: str | None = None) -> dict[str, str]:
     variables = {"MODEL_ID": model_id}
     if adapter_id:
         variables["ADAPTER_ID"] = adapter_id
     if bits:
         variables["BITS"] = str(bits)
-    if hub == "modelscope":
-        variables["MODEL_SOURCE"] = "modelscope"
+    if source != "hf":
+        variables["MODEL_SOURCE"] = source
     if title:
         variables["APP_TITLE"] = title
     if system_prompt:
@@ -58,7 +66,7 @@ def demo_variables(model_id: str, adapter_id: str | None, bits: int | None, hub:
     return variables
 
 
-def pinned_requirements(*, bits: int | None, hub: str, lock: Path = LOCK) -> str:
+def pinned_requirements(*, bits: int | None, hub: str, source: str = "hf", lock: Path = LOCK) -> str:
     pins = {}
     for line in lock.read_text(encoding="utf-8").splitlines():
         name, sep, version = line.strip().partition("==")
@@ -67,7 +75,7 @@ def pinned_requirements(*, bits: int | None, hub: str, lock: Path = LOCK) -> str
     wanted = list(RUNTIME_PACKAGES)
     if bits:
         wanted.append("bitsandbytes")
-    if hub == "modelscope":
+    if source == "modelscope":
         wanted.append("modelscope")
     if hub != "hf":  # a Space installs gradio from the README's sdk_version; the others need it listed
         wanted.append("gradio")
@@ -146,19 +154,23 @@ def check_model_ref(value: str, flag: str) -> str:
 
 def build_demo(out: str | Path, *, hub: str, repo: str, model_id: str, adapter_id: str | None = None,
                bits: int | None = None, hardware: str | None = None, title: str | None = None,
-               system_prompt: str | None = None, compare: bool = True, check: bool = True) -> DemoBundle:
+               system_prompt: str | None = None, compare: bool = True, check: bool = True,
+               source: str | None = None) -> DemoBundle:
     """Write the demo bundle to `out` (atomically) after the pre-flight fit check."""
     hub = get_hub(hub).name
     repo = check_repo_id(repo)
     model_id = check_model_ref(model_id, "--model")
     adapter_id = check_model_ref(adapter_id, "--adapter") if adapter_id else None
+    source = source or default_source(hub)
+    if source not in SOURCES:
+        raise InputError(f"Unknown model source '{source}'.", f"use --source one of: {', '.join(SOURCES)}.")
     if bits not in (None, 4, 8):
         raise InputError(f"--bits {bits} is not supported.", "use --bits 4 or --bits 8, or leave it out.")
     chosen = get_hardware(hub, hardware)
     # For a merged model the Compare tab loads its base as a second copy; base + adapter share one.
     copies = 1 if adapter_id or not compare else 2
     fit = check_fit(hub, chosen, model_id, bits=bits, copies=copies) if check else "fit check skipped (--no-fit-check)"
-    variables = demo_variables(model_id, adapter_id, bits, hub, title=title, system_prompt=system_prompt)
+    variables = demo_variables(model_id, adapter_id, bits, source, title=title, system_prompt=system_prompt)
     if not compare:
         variables["COMPARE"] = "0"
     title = title or f"Chat with {(adapter_id or model_id).split('/')[-1]}"
@@ -166,7 +178,10 @@ def build_demo(out: str | Path, *, hub: str, repo: str, model_id: str, adapter_i
     out = Path(out).expanduser()
     with atomic_dir(out) as tmp:
         _copy_app(tmp)
-        (tmp / "requirements.txt").write_text(pinned_requirements(bits=bits, hub=hub), encoding="utf-8")
+        (tmp / "requirements.txt").write_text(pinned_requirements(bits=bits, hub=hub, source=source),
+                                              encoding="utf-8")
+        if source == "openxlab":
+            (tmp / "packages.txt").write_text(PACKAGES_FOR_OPENXLAB, encoding="utf-8")
         (tmp / "README.md").write_text(readme(repo, model_id, adapter_id, chosen, title), encoding="utf-8")
     return DemoBundle(path=out, hub=hub, repo=repo, variables=variables, hardware=chosen, fit=fit,
                       files=_list_files(out))
@@ -220,7 +235,7 @@ def publish_demo(*, hub: str, repo: str, model_id: str, adapter_id: str | None =
                  hardware: str | None = None, private: bool = False, out: str | Path | None = None,
                  title: str | None = None, system_prompt: str | None = None, compare: bool = True,
                  check: bool = True, token_secret_env: str | None = None, git_remote: str | None = None,
-                 dry_run: bool = False) -> PublishedDemo:
+                 source: str | None = None, dry_run: bool = False) -> PublishedDemo:
     """Build the bundle (pre-flight first); unless `dry_run`, upload it, set its variables and secrets, deploy."""
     from .secrets import from_env, redacted_output
     from .upload import say, upload_demo
@@ -237,7 +252,8 @@ def publish_demo(*, hub: str, repo: str, model_id: str, adapter_id: str | None =
                              f"{'HF_TOKEN' if hub == 'hf' else 'MODELSCOPE_API_TOKEN'} secret.")
         secrets["HF_TOKEN" if hub == "hf" else "MODELSCOPE_API_TOKEN"] = secret
     bundle = build_demo(out_path, hub=hub, repo=repo, model_id=model_id, adapter_id=adapter_id, bits=bits,
-                        hardware=hardware, title=title, system_prompt=system_prompt, compare=compare, check=check)
+                        hardware=hardware, title=title, system_prompt=system_prompt, compare=compare, check=check,
+                        source=source)
     say(f"Pre-flight: {bundle.fit}")
     url = demo_url(hub, bundle.repo)
     steps = openxlab_steps(bundle, git_remote) if hub == "openxlab" else []

@@ -265,3 +265,35 @@ def test_space_bundle_runs_from_environment_alone(tmp_path, embedded_model, lora
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_openxlab_source_clones_the_repo_with_its_lfs_weights(tmp_path, monkeypatch, lora_adapter):
+    """MODEL_SOURCE=openxlab: git + git-lfs from OPENXLAB_GIT_ENDPOINT (a local bare repo here), then a pull."""
+    import hashlib
+
+    from app.models import _download
+    from publish.remote import UploadResult
+    from publish.secrets import Secret
+    from publish.stage import StagedFile
+    from publish.upload_openxlab import upload_openxlab
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "gitconfig"))
+    root = tmp_path / "server"
+    (root / "alice").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(root / "alice" / "xw.git")], check=True)
+    files = [StagedFile(p.name, p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())
+             for p in sorted(Path(lora_adapter).iterdir()) if p.is_file()]
+    result = upload_openxlab(Path(lora_adapter), files, "alice/xw", username="alice", token=Secret("unused", "test"),
+                             commit_message="adapter", work_dir=tmp_path / "push", remote_url=f"file://{root}/alice/xw.git")
+    assert isinstance(result, UploadResult) and result.commits == 1
+    monkeypatch.setenv("OPENXLAB_GIT_ENDPOINT", f"file://{root}")
+    monkeypatch.setenv("OPENXLAB_MODELS_DIR", str(tmp_path / "models"))
+    notices = []
+    folder = Path(_download("alice/xw", "openxlab", notices.append))
+    weights = folder / "adapter_model.safetensors"
+    assert weights.read_bytes() == (Path(lora_adapter) / "adapter_model.safetensors").read_bytes()  # not a pointer
+    assert notices == ["Downloading alice/xw from OpenXLab ..."]
+    assert _download("alice/xw", "openxlab", notices.append) == str(folder) and notices[-1].startswith("Updating")
+    with pytest.raises(ModelSourceError, match="git clone failed"):
+        _download("alice/missing", "openxlab", notices.append)

@@ -145,3 +145,12 @@ def test_an_existing_folder_that_is_not_a_bundle_is_left_alone(tmp_path, capsys)
     code = cli.main(["demo", "--to", "hf", "--repo", "me/chat", "--model", SMOL, "--out", str(tmp_path), "--dry-run"])
     assert code == 2 and "not a demo bundle" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_openxlab_source_adds_packages_txt_and_the_variable(tmp_path):
+    bundle = build_demo(tmp_path / "b", hub="openxlab", repo="me/chat", model_id="me/xiaowei-merged",
+                        source="openxlab")
+    assert (bundle.path / "packages.txt").read_text().split() == ["git", "git-lfs"]
+    assert bundle.variables["MODEL_SOURCE"] == "openxlab"
+    plain = build_demo(tmp_path / "c", hub="hf", repo="me/chat", model_id=SMOL)
+    assert not (plain.path / "packages.txt").exists() and "MODEL_SOURCE" not in plain.variables
