@@ -15,6 +15,16 @@ from . import __version__
 from .errors import InputError
 from .fsutil import write_text
 from .presets import DEFAULT_PRESET, get_preset
+from .speed import (
+    DeviceInfo,
+    ModelShape,
+    SpeedPlan,
+    add_speed_arguments,
+    describe,
+    plan_speed,
+    probe_device,
+    read_model_shape,
+)
 
 QUANT_CHOICES = ("4bit", "8bit", "none")
 DEEPSPEED_CHOICES = ("zero1", "zero2", "zero3", "none")
@@ -62,6 +72,13 @@ class ConfigSpec:
     seed: int = 42
     num_samples: int = 0  # filled from the data: used to keep warmup >= 2 iterations
     mean_tokens: float = 0.0
+    # speed profile (finetune/speed.py): the same samples per optimizer step, LoRA, schedule and precision
+    speed: str = "fast"  # stock: XTuner's recipe as is
+    micro_batch: str = "auto"  # auto | off | N (divides batch_size * grad_accum)
+    bf16: bool = True  # bf16 AMP where the GPU has it; False: fp16
+    fused_kernels: str = "auto"  # auto | on | off (Liger Kernel, CUDA)
+    varlen_attn: str = "off"  # auto | on | off (flash-attn, packed data)
+    loader_workers: str = "auto"  # auto | N (0: load in the training process)
 
     def resolved_device(self) -> str:
         if self.device != "auto":
@@ -105,25 +122,43 @@ def read_data_summary(paths: list[str]) -> tuple[int, float, str]:
     return len(records), chars / len(records), data_language(records)
 
 
-def warmup_ratio_for(spec: ConfigSpec, world_size: int = 1) -> float:
-    """XTuner warms up int(ratio * total_iters) iterations; fewer than 2 freezes the LR (xtuner.md §5)."""
+def warmup_ratio_for(spec: ConfigSpec, world_size: int = 1, micro_batch: int | None = None) -> float:
+    """XTuner warms up int(ratio * total_iters) iterations; fewer than 2 freezes the LR (xtuner.md §5).
+    Iterations are micro-steps (the scheduler steps every dataloader batch), so they count `micro_batch`."""
     if spec.pack and spec.mean_tokens:
         samples = max(1.0, spec.num_samples * spec.mean_tokens / spec.max_length)
     else:
         samples = spec.num_samples
-    iters_per_epoch = max(1, math.ceil(samples / (spec.batch_size * world_size)))
+    iters_per_epoch = max(1, math.ceil(samples / ((micro_batch or spec.batch_size) * world_size)))
     total = max(1, int(iters_per_epoch * spec.epochs))
     needed = (MIN_WARMUP_ITERS + 0.5) / total
     return round(min(0.5, max(spec.warmup_ratio, needed)), 4)
 
 
-def render(spec: ConfigSpec, *, command: str = "", config_path: str = "CONFIG.py") -> str:
+def _quant(spec: ConfigSpec, on_gpu: bool) -> str:
+    return spec.quant if spec.quant != "auto" else ("4bit" if on_gpu else "none")
+
+
+def _checkpointing(spec: ConfigSpec, on_gpu: bool) -> bool:
+    return spec.grad_checkpointing if spec.grad_checkpointing is not None else on_gpu
+
+
+def plan_for(spec: ConfigSpec, device_info: DeviceInfo | None = None, shape: ModelShape | None = None) -> SpeedPlan:
+    """The speed plan of `spec` on this machine (or on the given device facts and model shape)."""
+    device = spec.resolved_device()
+    on_gpu = device == "cuda"
+    return plan_speed(spec, device_info or probe_device(device), shape or read_model_shape(spec.model_path),
+                      on_gpu=on_gpu, quant=_quant(spec, on_gpu), checkpointing=_checkpointing(spec, on_gpu))
+
+
+def render(spec: ConfigSpec, *, command: str = "", config_path: str = "CONFIG.py",
+           plan: SpeedPlan | None = None) -> str:
     preset = get_preset(spec.preset) if spec.preset else None
     template = spec.prompt_template or (preset.prompt_template if preset else "qwen_chat")
     trust = spec.trust_remote_code if spec.trust_remote_code is not None else bool(preset and preset.trust_remote_code)
     device = spec.resolved_device()
     on_gpu = device == "cuda"
-    quant = spec.quant if spec.quant != "auto" else ("4bit" if on_gpu else "none")
+    quant = _quant(spec, on_gpu)
     if quant != "none" and not on_gpu:
         raise InputError(f"--quant {quant} needs an NVIDIA GPU (bitsandbytes has no CPU kernels).",
                          "use --quant none on CPU, or run on a CUDA machine.")
@@ -131,18 +166,19 @@ def render(spec: ConfigSpec, *, command: str = "", config_path: str = "CONFIG.py
         raise InputError("DeepSpeed needs a GPU here.", "use --deepspeed none on CPU.")
     if quant == "4bit" and spec.deepspeed == "zero3":
         raise InputError("QLoRA (4-bit) cannot be sharded with ZeRO-3.", "use --deepspeed zero2 or --quant none.")
-    checkpointing = spec.grad_checkpointing if spec.grad_checkpointing is not None else on_gpu
-    if on_gpu:
-        import torch
-
-        half = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    else:
-        half = "float32"
-    warmup = warmup_ratio_for(spec)
+    checkpointing = _checkpointing(spec, on_gpu)
+    plan = plan or plan_for(spec)
+    half = plan.dtype
+    warmup = warmup_ratio_for(spec, micro_batch=plan.micro_batch)
     eval_inputs = spec.evaluation_inputs or IDENTITY_EVAL["both"]
     grouped = spec.group_by_length and not spec.pack
     model_import = "from finetune.xtuner_compat import SupervisedFinetune" if not on_gpu else \
         "from xtuner.model import SupervisedFinetune"
+    if plan.fused_kernels:
+        model_import = "from finetune.xtuner_fast import SupervisedFinetune"
+    fused_arg = f"\n    fused_kernels={plan.fused_kernels!r},  # Liger Kernel (finetune/xtuner_fast.py)" \
+        if plan.fused_kernels else ""
+    loader_args = "\n    pin_memory=True,\n    persistent_workers=True," if plan.dataloader_workers else ""
     if grouped:
         model_import += "\nfrom finetune.xtuner_compat import LengthGroupedSampler"
 
@@ -205,6 +241,12 @@ optim_wrapper = dict(
 #    --work-dir WORK_DIR; never `xtuner train`, which exits 0 even when training crashed)
 # Only PART 1 is meant for editing; the rest follows XTuner's own configs.
 """
+    if plan.profile != "stock":
+        header += (f"# Speed profile: {plan.profile} (the same samples per optimizer step, LoRA, schedule and "
+                   "precision as --speed stock):\n")
+        header += "".join(f"#   {line}\n" for line in describe(plan))
+        header += ("#   (parts off: --micro-batch off, --no-bf16, --fused-kernels off, --varlen-attn off, "
+                   "--loader-workers 0; all: --speed stock)\n")
     body = f'''import torch
 from datasets import load_dataset
 from mmengine.dataset import DefaultSampler
@@ -233,7 +275,7 @@ from xtuner.utils import PROMPT_TEMPLATE
 #######################################################################
 # Model
 pretrained_model_name_or_path = {spec.model_path!r}
-use_varlen_attn = False
+use_varlen_attn = {plan.varlen_attn}
 
 # Data (XTuner conversation JSONL: {{"conversation": [{{"system", "input", "output"}}, ...]}})
 data_files = {list(spec.data_files)!r}
@@ -243,9 +285,9 @@ pack_to_max_length = {spec.pack}
 map_num_proc = {max(1, min(32, os.cpu_count() or 1))}  # processes for tokenizing the data
 
 # Scheduler & Optimizer
-batch_size = {spec.batch_size}  # per device
-accumulative_counts = {spec.grad_accum}
-dataloader_num_workers = 0
+batch_size = {plan.micro_batch}  # per device
+accumulative_counts = {plan.grad_accum}
+dataloader_num_workers = {plan.dataloader_workers}
 max_epochs = {spec.epochs!r}
 optim_type = AdamW
 lr = {spec.lr!r}
@@ -255,11 +297,11 @@ max_norm = 1  # grad clip
 warmup_ratio = {warmup!r}  # keeps warmup >= {MIN_WARMUP_ITERS} iterations for this data size
 
 # Save
-save_steps = {spec.save_steps}
+save_steps = {plan.scaled(spec.save_steps)}
 save_total_limit = {spec.save_total_limit}  # checkpoints to keep (-1: all)
 
 # Answer evaluation_inputs before training, every evaluation_freq iterations (None: only before/after)
-evaluation_freq = {spec.evaluation_freq or None}
+evaluation_freq = {plan.scaled(spec.evaluation_freq) or None}
 SYSTEM = {spec.system!r}
 evaluation_inputs = {list(eval_inputs)!r}
 
@@ -274,7 +316,7 @@ tokenizer = dict(
 )
 
 model = dict(
-    type=SupervisedFinetune,
+    type=SupervisedFinetune,{fused_arg}
     use_varlen_attn=use_varlen_attn,
     use_activation_checkpointing={checkpointing},
     llm=dict(
@@ -312,7 +354,7 @@ train_dataset = dict(
 
 train_dataloader = dict(
     batch_size=batch_size,
-    num_workers=dataloader_num_workers,
+    num_workers=dataloader_num_workers,{loader_args}
     dataset=train_dataset,
     sampler={sampler},
     collate_fn=dict(type=default_collate_fn, use_varlen_attn=use_varlen_attn),
@@ -465,6 +507,7 @@ def add_config_arguments(parser, *, data_required: bool = True) -> None:
                         help="iterations between checkpoints (default 500; the last one is always saved)")
     parser.add_argument("--save-total-limit", dest="save_total_limit", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 42)")
+    add_speed_arguments(parser)
 
 
 def register(subparsers, formatter_class) -> None:
@@ -478,7 +521,11 @@ def register(subparsers, formatter_class) -> None:
         "  python -m finetune config --preset internlm2.5-7b-chat --model /models/internlm2_5-7b-chat \\\n"
         "      --data data/train.jsonl --epochs 3 --deepspeed zero2 --out internlm2_5_7b_qlora.py\n"
         "  python -m finetune config --preset qwen2.5-0.5b-instruct --quant none --lr 1e-4 \\\n"
-        "      --data a.jsonl --data b.jsonl --max-length 1024 --out qwen.py",
+        "      --data a.jsonl --data b.jsonl --max-length 1024 --out qwen.py\n"
+        "  python -m finetune config --preset qwen2.5-7b-instruct --data d.jsonl --out q.py --speed stock  # XTuner's "
+        "recipe as is\n"
+        "  python -m finetune config --preset qwen2.5-7b-instruct --data d.jsonl --out q.py --micro-batch 2 "
+        "--fused-kernels off",
         formatter_class=formatter_class,
     )
     add_config_arguments(parser)
@@ -493,5 +540,7 @@ def _main(args) -> int:
     path = write_config(spec, args.out, command="python -m finetune " + shlex.join(sys.argv[1:]))
     print(f"Wrote {path} ({spec.num_samples} samples, template "
           f"{spec.prompt_template or get_preset(spec.preset or DEFAULT_PRESET).prompt_template}).")
+    plan = plan_for(spec)
+    print(f"Speed profile {plan.profile}:" + "".join(f"\n  {line}" for line in describe(plan)))
     print(f"Train it: python -m finetune train {shlex.quote(str(path))} --work-dir {Path(path).stem}_work")
     return 0

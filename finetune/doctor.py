@@ -305,6 +305,29 @@ def check_xtuner(probe: dict[str, Any], pins: dict[str, str]) -> Check:
     return Check("xtuner", "ok", f"{version} (dataset and model modules import); {note}")
 
 
+def check_fast_paths(torch: Any) -> list[Check]:
+    """What `finetune config --speed fast` (the default) can switch on here, and why not otherwise."""
+    from .speed import LIGER_PIN
+
+    cuda = torch is not None and torch.cuda.is_available()
+    where = "" if cuda else " (applies on CUDA only; this machine has no GPU)"
+    liger, flash = installed_version("liger-kernel"), installed_version("flash-attn")
+    checks = []
+    if liger:
+        checks.append(Check("fast: fused kernels", "ok", f"liger-kernel {liger}: fused RMSNorm, SwiGLU, RoPE and "
+                            f"linear cross-entropy in fast GPU configs{where}"))
+    else:
+        checks.append(Check("fast: fused kernels", "info", f"liger-kernel not installed: fast GPU configs train with "
+                            f"XTuner's own modules{where}", f"pip install --no-deps liger-kernel=={LIGER_PIN}"))
+    if flash:
+        checks.append(Check("fast: varlen attention", "ok",
+                            f"flash-attn {flash}: --varlen-attn on is available{where}"))
+    else:
+        checks.append(Check("fast: varlen attention", "info", "flash-attn not installed: --varlen-attn (opt-in) "
+                            "stays off", "pip install flash-attn (builds against your CUDA toolkit)"))
+    return checks
+
+
 def check_packages(pins: dict[str, str]) -> list[Check]:
     checks = []
     for package, missing_status, purpose in KEY_PACKAGES:
@@ -405,6 +428,7 @@ def diagnose() -> list[Check]:
     checks.append(check_embedded())
     checks += check_disk()
     checks.append(check_cpu_patch(torch))
+    checks += check_fast_paths(torch)
     checks.append(check_offline())
     return checks
 

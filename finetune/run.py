@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import ConfigSpec, add_config_arguments, write_config
+from .config import ConfigSpec, add_config_arguments, plan_for, write_config
 from .errors import InputError
 from .fsutil import write_json, write_jsonl
 from .manifest import Manifest, stable_hash
@@ -140,6 +140,7 @@ class Runner:
         out = self.run_dir / "config.py"
         write_config(spec, out, command=self.command())
         self.manifest.data["spec"] = asdict(spec)
+        self.manifest.data["speed"] = plan_for(spec).summary()
         return {"config": str(out), "num_samples": spec.num_samples}
 
     def spec(self, data_path: str) -> ConfigSpec:
@@ -291,7 +292,8 @@ def register(subparsers, formatter_class) -> None:
 CONFIG_FIELDS = ("prompt_template", "system", "pretrain", "epochs", "lr", "batch_size", "grad_accum", "max_length",
                  "pack", "group_by_length", "lora_r", "lora_alpha", "quant", "device", "grad_checkpointing",
                  "evaluation_inputs",
-                 "evaluation_freq", "eval_max_new_tokens", "save_steps", "save_total_limit", "seed")
+                 "evaluation_freq", "eval_max_new_tokens", "save_steps", "save_total_limit", "seed", "speed",
+                 "micro_batch", "bf16", "fused_kernels", "varlen_attn", "loader_workers")
 
 
 def _main(args) -> int:

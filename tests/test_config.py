@@ -1,6 +1,8 @@
 """Generated configs: valid for XTuner/mmengine, CPU-safe, warmup never shorter than 2 iterations."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +98,98 @@ def test_cli_writes_config_and_rejects_unknown_preset(tmp_path, data_file, capsy
     err = capsys.readouterr().err
     assert "Unknown model preset 'internlm9-chat'" in err and "Fix:" in err
     assert not (tmp_path / "x.py").exists()
+
+
+# ------------------------------------------------------------------------------------------- speed profile
+GOLDEN = Path(__file__).parent / "data"
+
+
+def normalised(text):
+    text = re.sub(r"on \d{4}-\d\d-\d\d \d\d:\d\d UTC", "on DATE", text)
+    return re.sub(r"map_num_proc = \d+", "map_num_proc = N", text)
+
+
+def golden_specs():
+    gpu = ConfigSpec(model_path="/models/internlm2_5-7b-chat", data_files=["/data/train.jsonl"],
+                     preset="internlm2.5-7b-chat", device="cuda", quant="4bit", num_samples=2000, mean_tokens=300.0,
+                     evaluation_inputs=["Who are you?"])
+    cpu = ConfigSpec(model_path="/models/m", data_files=["/data/train.jsonl"], device="cpu", quant="none", pack=False,
+                     batch_size=8, grad_accum=1, num_samples=200, mean_tokens=40.0, evaluation_inputs=["Who are you?"])
+    return {"gpu": gpu, "cpu": cpu}
+
+
+@pytest.fixture()
+def bf16_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+
+
+@pytest.mark.parametrize("kind", ["gpu", "cpu"])
+def test_stock_render_is_the_config_generator_before_the_speed_profile(kind, bf16_gpu):
+    """tests/data/stock_*_config.txt were rendered by the config generator before --speed existed."""
+    spec = golden_specs()[kind]
+    spec.speed = "stock"
+    text = render(spec, command="python -m finetune config ...", config_path="cfg.py")
+    assert normalised(text) == (GOLDEN / f"stock_{kind}_config.txt").read_text()
+
+
+def test_fast_with_every_part_off_is_stock_plus_the_header(bf16_gpu):
+    spec = golden_specs()["gpu"]
+    spec.micro_batch, spec.fused_kernels, spec.varlen_attn, spec.loader_workers = "off", "off", "off", "0"
+    lines = normalised(render(spec, command="python -m finetune config ...", config_path="cfg.py")).splitlines()
+    speed_lines = [line for line in lines if line.startswith(("# Speed profile", "#   o", "#   (parts off"))]
+    assert len(speed_lines) == 7 and all(line.startswith("#   off") for line in speed_lines[2:-1])
+    body = [line for line in lines if line not in speed_lines]
+    assert body == (GOLDEN / "stock_gpu_config.txt").read_text().splitlines()
+
+
+def test_fast_gpu_config_parses_and_keeps_the_training_semantics(tmp_path, data_file):
+    from mmengine.config import Config
+
+    from finetune.config import plan_for
+    from finetune.speed import DeviceInfo, ModelShape
+
+    h100 = DeviceInfo(cuda=True, bf16=True, free_gib=78.0, liger="0.5.10")
+    qwen7b = ModelShape("qwen2", hidden=3584, layers=28, intermediate=18944, vocab=152064, kv_dim=512)
+    configs = {}
+    for speed in ("stock", "fast"):
+        spec = cpu_spec(data_file, device="cuda", quant="4bit", preset="qwen2.5-7b-instruct", num_samples=2000,
+                        mean_tokens=300.0, speed=speed)
+        text = render(spec, plan=plan_for(spec, h100, qwen7b))
+        (tmp_path / f"{speed}.py").write_text(text)
+        configs[speed] = Config.fromfile(str(tmp_path / f"{speed}.py"))
+    stock, fast = configs["stock"], configs["fast"]
+    assert (fast.batch_size, fast.accumulative_counts) == (4, 4)
+    assert fast.batch_size * fast.accumulative_counts == stock.batch_size * stock.accumulative_counts == 16
+    for key in ("r", "lora_alpha", "lora_dropout", "bias"):
+        assert fast.model.lora[key] == stock.model.lora[key]
+    assert fast.lr == stock.lr and fast.max_epochs == stock.max_epochs and fast.max_norm == stock.max_norm
+    assert fast.optim_wrapper.dtype == stock.optim_wrapper.dtype == "bfloat16"
+    assert fast.model.fused_kernels["fused_linear_cross_entropy"] is True and "fused_kernels" not in stock.model
+    assert fast.train_dataloader.num_workers == 2 and fast.train_dataloader.persistent_workers is True
+    assert fast.save_steps == stock.save_steps // 4  # checkpoints after the same number of samples
+    assert fast.use_varlen_attn is False
+    from finetune.xtuner_fast import SupervisedFinetune
+
+    assert fast.model.type is SupervisedFinetune  # the lazy import resolves to the patching class
+    assert 2 <= int(fast.warmup_ratio * fast.max_epochs * (2000 * 300 / 2048 / 4))  # warmup >= 2 micro-steps
+
+
+def test_cli_prints_the_speed_plan_and_rejects_a_bad_split(tmp_path, data_file, capsys, embedded_model):
+    out = tmp_path / "cfg.py"
+    args = ["config", "--data", str(data_file), "--out", str(out), "--device", "cpu", "--batch-size", "1",
+            "--grad-accum", "4", "--micro-batch", "2"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "Speed profile fast:" in printed and "2 x accumulation 2 = 4 samples per step" in printed
+    text = out.read_text()
+    assert "batch_size = 2  # per device" in text and "accumulative_counts = 2" in text
+    assert main(args[:-1] + ["3"]) != 0
+    assert "must divide" in capsys.readouterr().err
+
+
+def test_fused_kernels_skip_without_cuda():
+    from finetune.xtuner_fast import apply_fused_kernels
+
+    assert apply_fused_kernels("/models/m", {"rms_norm": True}).startswith("skipped: no CUDA device")

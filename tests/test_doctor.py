@@ -12,7 +12,8 @@ from finetune import doctor
 from finetune.doctor import Check
 
 EXPECTED = {"python", "torch", "cuda", "bf16", "bitsandbytes", "deepspeed", "xtuner", "transformers", "peft",
-            "mmengine", "gradio", "lock", "embedded model", "xtuner cpu patch", "offline/hub"}
+            "mmengine", "gradio", "lock", "embedded model", "xtuner cpu patch", "offline/hub", "fast: fused kernels",
+            "fast: varlen attention"}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,175 @@
+"""GPU training benchmark: the fixed plain-PEFT baseline, our stock config and our fast config, one job.
+
+    python3 bench/gpu_train.py --model /tmp/m7b --corpus /tmp/corpus.jsonl --npz PACKED.npz \
+        --baseline-script ../shared/gpu/bench/hf_qlora_baseline.py --samples 160 --out OUT
+
+Same 7B model shape and the same synthetic corpus packed to 2048 tokens (the baseline reads XTuner's packing of it
+from PACKED.npz; our configs pack it with XTuner at run time). Each variant trains SAMPLES packed sequences; the
+XTuner runs stop at SAMPLES / micro-batch iterations of a 1-epoch schedule. Conventions: bench/train_metrics.py.
+Writes OUT/gpu_train.json, OUT/gpu_train.md and OUT/gpu_train_loss.png. bench/gpu_train.sh sets up the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import train_metrics as tm  # noqa: E402
+
+from finetune.config import ConfigSpec, plan_for, write_config  # noqa: E402
+
+SEQ = 2048
+EFFECTIVE_BATCH = 16  # XTuner's 1 x 16
+VARIANTS = {  # name -> ConfigSpec speed fields (None: the plain-PEFT baseline)
+    "baseline": None,
+    "stock": {"speed": "stock"},
+    "stock-fp16": {"speed": "stock", "bf16": False},  # XTuner's shipped QLoRA configs use fp16 AMP
+    "fast": {"speed": "fast"},
+    "fast-mb1": {"speed": "fast", "micro_batch": "1"},
+    "fast-nofused": {"speed": "fast", "fused_kernels": "off"},
+}
+
+
+def write_variant_config(name: str, args, work: Path) -> tuple[Path, dict]:
+    spec = ConfigSpec(model_path=args.model, data_files=[args.corpus], preset="qwen2.5-7b-instruct", device="cuda",
+                      quant="4bit", max_length=SEQ, pack=True, epochs=1, batch_size=1, grad_accum=EFFECTIVE_BATCH,
+                      evaluation_inputs=["hi"], eval_max_new_tokens=1, save_steps=100000, save_total_limit=1,
+                      **VARIANTS[name])
+    config = write_config(spec, work / f"{name}.py", command=f"bench/gpu_train.py variant {name}")
+    plan = plan_for(spec)
+    iters = max(1, args.samples // plan.micro_batch)
+    text = config.read_text(encoding="utf-8")
+    text = text.replace("train_cfg = dict(type=TrainLoop, max_epochs=max_epochs)",
+                        f"train_cfg = dict(type=TrainLoop, max_iters={iters})")
+    # each iteration's own time and loss (mmengine smooths logged values over 10 iterations by default)
+    text = text.replace("log_processor = dict(by_epoch=False)", "log_processor = dict(by_epoch=False, window_size=1)")
+    config.write_text(text, encoding="utf-8")
+    return config, plan.summary()
+
+
+def run_logged(command: list[str], log: Path, env: dict) -> tuple[int, float]:
+    started = time.time()
+    with open(log, "w", encoding="utf-8") as out:
+        code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    return code, time.time() - started
+
+
+def run_variant(name: str, args, work: Path) -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    log = work / f"{name}.log"
+    if VARIANTS[name] is None:
+        env["PYTHONPATH"] = args.baseline_pythonpath
+        code, wall = run_logged([sys.executable, args.baseline_script, args.model, args.npz, str(args.samples),
+                                 "prep", str(work / "baseline.json")], log, env)
+        records = tm.parse_baseline_log(log.read_text(encoding="utf-8", errors="replace"))
+        micro, accum, plan = 1, 1, {"note": "fixed baseline: batch 1, an optimizer step per sequence"}
+    else:
+        config, plan = write_variant_config(name, args, work)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), args.xtuner_pythonpath) if p)
+        code, wall = run_logged([sys.executable, "-m", "xtuner.tools.train", str(config), "--work-dir",
+                                 str(work / f"wd-{name}")], log, env)
+        records = tm.parse_xtuner_log(log.read_text(encoding="utf-8", errors="replace"))
+        micro, accum = plan["micro_batch"], plan["grad_accum"]
+    result = {"variant": name, "exit_code": code, "wall_s": round(wall, 1), "micro_batch": micro, "accum": accum,
+              "iterations": len(records), "tokens_per_s": tm.tokens_per_second(records, micro * SEQ),
+              "peak_gib": tm.peak_memory_gib(records), "losses": [r["loss"] for r in records if "loss" in r],
+              "plan": plan, "log": str(log)}
+    if code != 0:
+        result["log_tail"] = log.read_text(encoding="utf-8", errors="replace").splitlines()[-30:]
+    return result
+
+
+def plot(results: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for r in results:
+        if r["losses"]:
+            step = r["micro_batch"]
+            ax.plot([(i + 1) * step for i in range(len(r["losses"]))], r["losses"], label=r["variant"], linewidth=1.2)
+    ax.set_xlabel("packed sequences trained (2048 tokens each)")
+    ax.set_ylabel("loss (per iteration)")
+    ax.set_title("7B QLoRA on the same corpus: loss by samples seen")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="make_model.py output (Qwen2.5-7B shape)")
+    parser.add_argument("--corpus", required=True, help="gen_data.py JSONL")
+    parser.add_argument("--npz", required=True, help="pack_data.py output of the same corpus (the baseline's data)")
+    parser.add_argument("--baseline-script", dest="baseline_script", required=True)
+    parser.add_argument("--variants", default="baseline,stock,fast", help=f"comma list of {', '.join(VARIANTS)}")
+    parser.add_argument("--samples", type=int, default=160, help="packed sequences per variant")
+    parser.add_argument("--work", default="/tmp/gpu_train", help="configs, logs, work dirs (kept for later jobs)")
+    parser.add_argument("--out", required=True, help="where the JSON, Markdown and PNG go")
+    parser.add_argument("--xtuner-pythonpath", dest="xtuner_pythonpath", default=os.environ.get("PYTHONPATH", ""))
+    parser.add_argument("--baseline-pythonpath", dest="baseline_pythonpath", default="/tmp/bnb")
+    args = parser.parse_args()
+    work, out = Path(args.work), Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    model_config = json.loads((Path(args.model) / "config.json").read_text(encoding="utf-8"))
+    results = []
+    for name in args.variants.split(","):
+        print(f"[{name}] ...", flush=True)
+        result = run_variant(name, args, work)
+        result.update(tm.mfu(result["tokens_per_s"], model_config, SEQ, gpu))
+        # kept so that a later job on the same warm machine can report variants measured here
+        (work / f"{name}.result.json").write_text(json.dumps(result), encoding="utf-8")
+        results.append(result)
+        print(f"[{name}] rc {result['exit_code']}, {result['wall_s']} s, tokens/s {result['tokens_per_s']}, "
+              f"peak {result['peak_gib']} GiB", flush=True)
+    report(results, gpu, args, out, work)
+    return 0 if all(r["exit_code"] == 0 for r in results) else 1
+
+
+def report(results: list[dict], gpu: str, args, out: Path, work: Path) -> None:
+    names = {r["variant"] for r in results}
+    for extra in VARIANTS:  # fold in variants an earlier job measured
+        saved = work / f"{extra}.result.json"
+        if extra not in names and saved.is_file():
+            results.append(json.loads(saved.read_text(encoding="utf-8")))
+    by_name = {r["variant"]: r for r in results}
+    gaps = {}
+    if "stock" in by_name:
+        stock = tm.per_step_losses(by_name["stock"]["losses"], by_name["stock"]["micro_batch"], EFFECTIVE_BATCH)
+        for name, r in by_name.items():
+            if name.startswith("fast"):
+                ours = tm.per_step_losses(r["losses"], r["micro_batch"], EFFECTIVE_BATCH)
+                gaps[name] = tm.curve_gap(ours, stock)
+    payload = {"gpu": gpu, "samples": args.samples, "seq_len": SEQ, "effective_batch": EFFECTIVE_BATCH,
+               "conventions": tm.__doc__, "results": results, "loss_gap_vs_stock": gaps}
+    (out / "gpu_train.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    table = tm.markdown_table(results)
+    gap_lines = [f"- {name} vs stock, per optimizer step ({g['steps']} steps): mean relative loss gap "
+                 f"{g['mean_rel']:.2%}, largest {g['max_rel']:.2%}" for name, g in gaps.items() if g["steps"]]
+    (out / "gpu_train.md").write_text(f"{gpu}, {args.samples} packed sequences of {SEQ} tokens per variant\n\n"
+                                      + table + "\n\n" + "\n".join(gap_lines) + "\n", encoding="utf-8")
+    plot(results, out / "gpu_train_loss.png")
+    print(table)
+    print("\n".join(gap_lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

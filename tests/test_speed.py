@@ -1,0 +1,108 @@
+"""Speed plans: pure decisions from device facts and the model shape, each part switchable off."""
+
+import pytest
+
+from finetune.config import ConfigSpec
+from finetune.errors import InputError
+from finetune.speed import DeviceInfo, ModelShape, estimate_memory_gib, plan_speed, read_model_shape
+
+QWEN7B = ModelShape("qwen2", hidden=3584, layers=28, intermediate=18944, vocab=152064, kv_dim=512)
+INTERNLM2 = ModelShape("internlm2", hidden=4096, layers=32, intermediate=14336, vocab=92544, kv_dim=1024)
+H100 = DeviceInfo(cuda=True, bf16=True, free_gib=78.0, name="NVIDIA H100 80GB HBM3", liger="0.5.10")
+SMALL_GPU = DeviceInfo(cuda=True, bf16=True, free_gib=14.5, name="16 GB card", liger="0.5.10")
+
+
+def gpu_plan(device=H100, shape=QWEN7B, **spec_values):
+    spec = ConfigSpec(model_path="/m", data_files=[], **spec_values)
+    return plan_speed(spec, device, shape, on_gpu=True, quant="4bit", checkpointing=True)
+
+
+def parts(plan):
+    return {part.name: part for part in plan.parts}
+
+
+def test_memory_estimate_matches_the_measured_7b_qlora_run():
+    # shared/gpu/README.md: XTuner stock QLoRA, Qwen2.5-7B shape, packed 2048, batch 1: 14.4 GiB peak
+    stock = estimate_memory_gib(QWEN7B, micro_batch=1, max_length=2048, quant="4bit", lora_r=64,
+                                checkpointing=True, fused_ce=False)
+    assert 13.0 < stock < 16.0
+    fused = estimate_memory_gib(QWEN7B, micro_batch=1, max_length=2048, quant="4bit", lora_r=64,
+                                checkpointing=True, fused_ce=True)
+    assert stock - fused > 2.5  # the 152k-vocab logits and their gradient
+
+
+def test_auto_fills_the_gpu_up_to_the_token_target_and_keeps_the_effective_batch():
+    plan = gpu_plan()
+    assert (plan.micro_batch, plan.grad_accum) == (4, 4)  # 8192 tokens per micro-step at 2048
+    assert plan.micro_batch * plan.grad_accum == 16
+    assert plan.dtype == "bfloat16" and plan.fused_kernels and plan.dataloader_workers == 2
+    assert not plan.varlen_attn
+    assert plan.iteration_scale == 0.25 and plan.scaled(500) == 125
+    assert gpu_plan(max_length=512).micro_batch == 16  # short sequences: up to the whole step
+    assert gpu_plan(device=SMALL_GPU).micro_batch == 1  # a 16 GB card with 14.5 GiB free: one sequence
+    assert gpu_plan(batch_size=2, grad_accum=3).micro_batch == 3  # a divisor of 6 that fits
+
+
+def test_auto_is_deterministic_for_the_same_facts():
+    assert gpu_plan().summary() == gpu_plan().summary()
+    assert gpu_plan(device=SMALL_GPU).summary() == gpu_plan(device=SMALL_GPU).summary()
+
+
+def test_auto_keeps_stock_split_without_facts_to_size_it():
+    remote = DeviceInfo(cuda=False, bf16=False)  # writing a GPU config on a CPU machine
+    plan = gpu_plan(device=remote)
+    assert (plan.micro_batch, plan.grad_accum) == (1, 16)
+    assert "pass --micro-batch N" in parts(plan)["micro-batch"].detail
+    assert plan.dtype == "float16"
+    assert gpu_plan(shape=None).micro_batch == 1
+
+
+def test_each_switch_turns_its_part_off():
+    assert (gpu_plan(micro_batch="off").micro_batch, gpu_plan(micro_batch="off").grad_accum) == (1, 16)
+    assert gpu_plan(bf16=False).dtype == "float16"
+    assert gpu_plan(fused_kernels="off").fused_kernels is None
+    assert gpu_plan(varlen_attn="off").varlen_attn is False
+    flash = DeviceInfo(cuda=True, bf16=True, free_gib=78.0, flash_attn="2.8.3")
+    assert gpu_plan(device=flash, varlen_attn="auto").varlen_attn is True
+    stock = gpu_plan(speed="stock")
+    assert (stock.micro_batch, stock.grad_accum, stock.fused_kernels, stock.dataloader_workers) == (1, 16, None, 0)
+    assert stock.dtype == "bfloat16"  # what the config generator already wrote for bf16 GPUs
+
+
+def test_fused_kernels_only_where_liger_has_them():
+    assert gpu_plan(device=DeviceInfo(cuda=True, bf16=True, free_gib=78.0)).fused_kernels is None  # not installed
+    off = parts(gpu_plan(device=DeviceInfo(cuda=True, bf16=True, free_gib=78.0)))["fused kernels"]
+    assert "pip install --no-deps liger-kernel==" in off.detail
+    assert gpu_plan(shape=INTERNLM2).fused_kernels is None
+    assert gpu_plan(device=DeviceInfo(cuda=False), fused_kernels="on").fused_kernels  # requested for another box
+
+
+def test_explicit_micro_batch_and_impossible_choices():
+    assert (gpu_plan(micro_batch="8").micro_batch, gpu_plan(micro_batch="8").grad_accum) == (8, 2)
+    with pytest.raises(InputError, match="must divide"):
+        gpu_plan(micro_batch="3")
+    flash = DeviceInfo(cuda=True, bf16=True, free_gib=78.0, flash_attn="2.8.3")
+    assert gpu_plan(device=flash, varlen_attn="on").micro_batch == 1
+    with pytest.raises(InputError, match="micro-batch 1"):
+        gpu_plan(device=flash, varlen_attn="on", micro_batch="2")
+    with pytest.raises(InputError, match="packed"):
+        gpu_plan(varlen_attn="on", pack=False)
+    spec = ConfigSpec(model_path="/m", data_files=[], fused_kernels="on")
+    with pytest.raises(InputError, match="CUDA"):
+        plan_speed(spec, DeviceInfo(), None, on_gpu=False, quant="none", checkpointing=False)
+
+
+def test_cpu_fast_plan_changes_nothing_but_allows_an_explicit_split():
+    spec = ConfigSpec(model_path="/m", data_files=[], batch_size=8, grad_accum=1)
+    plan = plan_speed(spec, DeviceInfo(), None, on_gpu=False, quant="none", checkpointing=False)
+    assert (plan.micro_batch, plan.grad_accum, plan.dtype, plan.dataloader_workers) == (8, 1, "float32", 0)
+    assert not any(part.active for part in plan.parts)
+    spec = ConfigSpec(model_path="/m", data_files=[], batch_size=1, grad_accum=4, micro_batch="2")
+    plan = plan_speed(spec, DeviceInfo(), None, on_gpu=False, quant="none", checkpointing=False)
+    assert (plan.micro_batch, plan.grad_accum) == (2, 2)
+
+
+def test_read_model_shape(embedded_model, tmp_path):
+    shape = read_model_shape(str(embedded_model))
+    assert shape.model_type == "llama" and shape.layers == 30 and shape.hidden == 576 and shape.tied
+    assert read_model_shape(str(tmp_path)) is None
