@@ -1,8 +1,10 @@
-# Set-up is part of every target: a virtualenv in .venv with the full lock (pip install --no-deps).
+# Set-up is part of every target: a virtualenv in .venv with the full lock (pip install --no-deps). `make setup` installs
+# what users need (requirements.txt); the test targets add requirements-dev.txt (llama.cpp's server, compiled once).
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
+DEV_STAMP := $(VENV)/.dev-installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
 RUN ?= runs/xiaowei
 HOST ?= 127.0.0.1
 PORT ?= 7860
@@ -20,13 +22,17 @@ $(STAMP): requirements.txt
 	$(PY) -c "from finetune.embedded import ensure_embedded_model; ensure_embedded_model()"
 	@rm -f $(VENV)/.installed-* && touch $@
 
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-dev.txt
+	@rm -f $(VENV)/.dev-installed-* && touch $@
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-test: $(STAMP) lint
+test: $(DEV_STAMP) lint
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(DEV_STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -m "not slow"
 
 demo: $(STAMP)

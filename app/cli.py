@@ -10,7 +10,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import TextIO
 
-from .engine import ChatEngine, GenerationSettings, Message
+from .backend import Engine, Message
+from .engine import GenerationSettings
 from .errors import AppError
 from .options import add_generation_arguments, add_model_arguments, build_engine, generation_settings, system_prompt
 
@@ -21,7 +22,7 @@ EXIT = "EXIT"
 class Conversation:
     """One terminal conversation: its own history on a shared engine."""
 
-    def __init__(self, engine: ChatEngine, settings: GenerationSettings, *, system: str | None = None,
+    def __init__(self, engine: Engine, settings: GenerationSettings, *, system: str | None = None,
                  notice=None):
         self.engine = engine
         self.settings = settings
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  python -m app.cli                                  # the embedded SmolLM2-135M-Instruct\n"
         "  python -m app.cli runs/xiaowei                     # a finetune run's merged model\n"
         "  python -m app.cli --adapter runs/xiaowei/adapter   # base + adapter\n"
+        "  python -m app.cli --backend openai --base-url http://127.0.0.1:8000/v1   # an external server\n"
         "  python -m app.cli runs/xiaowei --temperature 0 --prompt 'Who are you?' --prompt RESET --prompt '你是谁？'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

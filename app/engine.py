@@ -17,9 +17,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from .backend import Engine, Message, clean_history, ignore
 from .errors import SettingsError
 
-Message = dict[str, str]
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<eoa>")
 DEFAULT_MAX_INPUT_CHARS = 16_000
 
@@ -221,7 +221,7 @@ class Prepared:
     notices: list[str]
 
 
-class ChatEngine:
+class ChatEngine(Engine):
     """One loaded model (plus, for compare, its base) shared by every session; sessions keep their own history.
 
     `model` is the fine-tuned model (or any chat model). `base_model` is a separately loaded base for compare
@@ -231,6 +231,7 @@ class ChatEngine:
     def __init__(self, model: Any, tokenizer: Any, *, base_model: Any = None, info: dict[str, str] | None = None,
                  context: int | None = None, max_input_chars: int = DEFAULT_MAX_INPUT_CHARS,
                  default_system: str = "", workers: int = 4):
+        super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.base_model = base_model
@@ -242,8 +243,6 @@ class ChatEngine:
         # PEFT switches adapters with module hooks: one generation at a time on a shared-weights model.
         self._lock = threading.Lock() if self.shares_base else None
         self._stop_ids = stop_token_ids(model, tokenizer)
-        self._active: dict[str, threading.Event] = {}
-        self._active_lock = threading.Lock()
         # Long-lived worker threads, not one per answer: torch's CPU thread team is per calling thread, and a fresh
         # team for every answer (with the old ones still spinning) cost ~12 % of decode speed on 2 cores.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="app-generate")
@@ -263,6 +262,11 @@ class ChatEngine:
             return "two models loaded"
         return "off (no base model known)"
 
+    @property
+    def compare_hint(self) -> str:
+        return ("Compare needs the base model: start the app with `--adapter ADAPTER` (base + adapter share weights) "
+                "or on a run directory whose base model is on this machine.")
+
     # ------------------------------------------------------------------ prompt
 
     def prepare(self, history: Sequence[Message], message: str, *, system: str | None = None,
@@ -275,7 +279,7 @@ class ChatEngine:
             message = message[: self.max_input_chars]
         system = self.default_system if system is None else system
         head = [{"role": "system", "content": system}] if system.strip() else []
-        turns = [*_clean(history), {"role": "user", "content": message}]
+        turns = [*clean_history(history), {"role": "user", "content": message}]
         budget = None if self.context is None else self.context - max_new_tokens
         if budget is not None and budget < 1:
             raise SettingsError(f"Max new tokens ({max_new_tokens}) leaves no room for the prompt in the "
@@ -306,21 +310,7 @@ class ChatEngine:
                 return turns, ids
             keep -= max(len(ids) - budget, 1)
 
-    # ------------------------------------------------------------------ stop
-
-    def stop(self, session: str) -> bool:
-        """Stop the generation running for `session` (a Stop button); True if one was running."""
-        with self._active_lock:
-            event = self._active.get(session)
-        if event is None:
-            return False
-        event.set()
-        return True
-
-    def active_generations(self) -> int:
-        """Answers registered as running (a Stop button can reach them)."""
-        with self._active_lock:
-            return len(self._active)
+    # ------------------------------------------------------------------ jobs
 
     def running_jobs(self) -> int:
         """generate() calls still executing on the worker threads."""
@@ -331,22 +321,6 @@ class ChatEngine:
             job.start(self._pool)
             self._jobs = {f for f in self._jobs if not f.done()} | {job.future}
         return jobs
-
-    def _register(self, session: str | None) -> tuple[threading.Event, Callable[[], None]]:
-        event = threading.Event()
-        key = session or f"anonymous-{id(event)}"
-        with self._active_lock:
-            previous = self._active.get(key)
-            if previous is not None:  # a new message from the same session ends the old answer
-                previous.set()
-            self._active[key] = event
-
-        def release() -> None:
-            with self._active_lock:
-                if self._active.get(key) is event:
-                    del self._active[key]
-
-        return event, release
 
     # ------------------------------------------------------------------ generate
 
@@ -382,7 +356,7 @@ class ChatEngine:
         settings = (settings or GenerationSettings()).validate()
         prepared = self.prepare(history, message, system=system, max_new_tokens=settings.max_new_tokens)
         for text in prepared.notices:
-            (notice or _ignore)(text)
+            (notice or ignore)(text)
         yield from self.stream_ids(prepared.input_ids, settings, session=session)
 
     def stream_compare(self, message: str, settings: GenerationSettings | None = None, *,
@@ -395,7 +369,7 @@ class ChatEngine:
         settings = (settings or GenerationSettings()).validate()
         prepared = self.prepare(history, message, system=system, max_new_tokens=settings.max_new_tokens)
         for text in prepared.notices:
-            (notice or _ignore)(text)
+            (notice or ignore)(text)
         stop, release = self._register(session)
         texts = ["", ""]
         out: queue.Queue = queue.Queue()
@@ -414,21 +388,6 @@ class ChatEngine:
         finally:
             release()
 
-    def reply(self, history: Sequence[Message], message: str, settings: GenerationSettings | None = None,
-              **options: Any) -> str:
-        return "".join(self.stream(history, message, settings, **options)).strip()
-
-
-def _clean(history: Sequence[Message]) -> list[Message]:
-    """Only user/assistant turns with text (a UI history may carry metadata or empty placeholders)."""
-    turns = []
-    for turn in history:
-        role, content = turn.get("role"), turn.get("content")
-        if role in ("user", "assistant") and isinstance(content, str) and content.strip():
-            turns.append({"role": role, "content": content})
-    return turns
-
-
 def _is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
 
@@ -442,7 +401,3 @@ def _device_of(model: Any) -> Any:
         return next(model.parameters()).device
     except (StopIteration, AttributeError):
         return getattr(model, "device", "cpu")
-
-
-def _ignore(_: str) -> None:
-    return None

@@ -30,3 +30,7 @@ class AdapterMismatch(ModelSourceError):
 
 class SettingsError(AppError):
     """A generation setting or launch option is out of range."""
+
+
+class BackendError(AppError):
+    """The external serving engine (--backend openai) cannot be reached, or refused or failed a request."""

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .engine import ChatEngine
+from .backend import Engine
 from .errors import AppError, SettingsError
-from .options import add_generation_arguments, add_model_arguments, build_engine, env, generation_settings
+from .options import add_generation_arguments, add_model_arguments, backend, build_engine, env, generation_settings
 
 TABS = ("chat", "compare", "model")
+OPENAI_CONCURRENCY = 16
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  python -m app runs/xiaowei --tab compare        # a finetune run: merged model vs its base\n"
         "  python -m app --adapter runs/xiaowei/adapter    # base + adapter (shared weights), no merge needed\n"
         "  python -m app internlm/internlm2_5-7b-chat --bits 4 --host 0.0.0.0\n"
+        "  python -m app --backend openai --base-url http://127.0.0.1:23333/v1   # an LMDeploy/vLLM/llama.cpp "
+        "server\n"
         "  MODEL_ID=owner/base ADAPTER_ID=owner/adapter python -m app   # as in a Space",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -43,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     page.add_argument("--port", type=int, default=None,
                       help="port; 0 picks a free one [GRADIO_SERVER_PORT or PORT, default 7860]")
     page.add_argument("--concurrency", type=int, default=None,
-                      help="answers generated at once; others wait in the queue [CONCURRENCY, default 1]")
+                      help="answers generated at once; others wait in the queue [CONCURRENCY, default 1; "
+                      f"{OPENAI_CONCURRENCY} with --backend openai]")
     page.add_argument("--queue-size", type=int, default=None,
                       help="most requests waiting; more are refused with a busy message [QUEUE_SIZE, default 32]")
     page.add_argument("--open", action="store_true", help="open the page in the browser")
@@ -54,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 @dataclass
 class Server:
     demo: Any
-    engine: ChatEngine
+    engine: Engine
     url: str
 
     def close(self) -> None:
@@ -88,7 +92,9 @@ def start(args: argparse.Namespace, *, block: bool = True, log=None) -> Server:
     settings = generation_settings(args)
     host = args.host or env("GRADIO_SERVER_NAME", "127.0.0.1")
     port = check_port(host, _port(args))  # before the slow model load
-    concurrency = args.concurrency if args.concurrency is not None else env("CONCURRENCY", 1, int)
+    # an external engine batches requests itself: let the page pass several on at once
+    default_concurrency = OPENAI_CONCURRENCY if backend(args) == "openai" else 1
+    concurrency = args.concurrency if args.concurrency is not None else env("CONCURRENCY", default_concurrency, int)
     queue_size = args.queue_size if args.queue_size is not None else env("QUEUE_SIZE", 32, int)
     if concurrency < 1 or queue_size < 1:
         raise SettingsError("--concurrency and --queue-size must be at least 1.", "use e.g. --concurrency 1.")

@@ -8,11 +8,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from .backend import Engine
 from .engine import DEFAULT_MAX_INPUT_CHARS, ChatEngine, GenerationSettings
 from .errors import SettingsError
 from .models import ModelRequest, load
 
 FALSE_WORDS = {"0", "false", "no", "off", ""}
+BACKENDS = ("transformers", "openai")
 
 
 def env(name: str, default: Any = None, kind: Callable[[str], Any] = str) -> Any:
@@ -48,8 +50,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dtype", default=None, choices=("auto", "bf16", "fp16", "fp32"),
                        help="weights dtype: auto = bf16/fp16 on GPU, fp32 on CPU [DTYPE]")
     group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present) [DEVICE]")
-    group.add_argument("--source", choices=("hf", "modelscope"), default=None,
-                       help="where hub ids are downloaded from [MODEL_SOURCE]; default hf (HF_ENDPOINT for a mirror)")
+    group.add_argument("--source", choices=("hf", "modelscope", "openxlab"), default=None,
+                       help="where hub ids are downloaded from [MODEL_SOURCE]; default hf (HF_ENDPOINT for a mirror); "
+                       "openxlab clones with git + git-lfs into ./models")
     group.add_argument("--no-compare", action="store_true",
                        help="do not load a second (base) model for the compare tab [COMPARE=0]")
     group.add_argument("--context", type=int, default=None,
@@ -57,6 +60,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-input-chars", type=int, default=None,
                        help=f"longer messages are cut, with a warning [MAX_INPUT_CHARS, default "
                        f"{DEFAULT_MAX_INPUT_CHARS}]")
+    served = parser.add_argument_group(
+        "external serving engine (--backend openai: LMDeploy api_server, vLLM, llama.cpp server; the API key is "
+        "read only from OPENAI_API_KEY)")
+    served.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="transformers = load the model in this process; openai = stream from an "
+                        "OpenAI-compatible server [BACKEND, default transformers; --base-url implies openai]")
+    served.add_argument("--base-url", default=None, metavar="URL",
+                        help="the server's API, e.g. http://127.0.0.1:8000/v1 [OPENAI_BASE_URL]")
+    served.add_argument("--served-model", default=None, metavar="NAME",
+                        help="model name on the server [OPENAI_MODEL, default: the first of GET /v1/models]")
+    served.add_argument("--served-base-model", default=None, metavar="NAME",
+                        help="a second served model for the Compare tab, e.g. the base [OPENAI_BASE_MODEL]")
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,9 +132,15 @@ def system_prompt(args: argparse.Namespace) -> str | None:
     return args.system if args.system is not None else env("SYSTEM_PROMPT")
 
 
-def build_engine(args: argparse.Namespace, notice: Callable[[str], None]) -> ChatEngine:
-    """Load the model the options name and wrap it in a ChatEngine (the slow part: seconds to minutes)."""
-    request = model_request(args)
+def backend(args: argparse.Namespace) -> str:
+    name = args.backend or ("openai" if args.base_url else env("BACKEND", "transformers").lower())
+    if name not in BACKENDS:
+        raise SettingsError(f"BACKEND={name!r} is not a backend.", f"use one of: {', '.join(BACKENDS)}.")
+    return name
+
+
+def build_engine(args: argparse.Namespace, notice: Callable[[str], None]) -> Engine:
+    """The engine the options name: a model loaded here (seconds to minutes) or a connection to a server."""
     context = args.context if args.context is not None else env("CONTEXT_WINDOW", None, int)
     max_chars = args.max_input_chars if args.max_input_chars is not None else env("MAX_INPUT_CHARS",
                                                                                     DEFAULT_MAX_INPUT_CHARS, int)
@@ -127,8 +148,33 @@ def build_engine(args: argparse.Namespace, notice: Callable[[str], None]) -> Cha
         raise SettingsError(f"--context {context} is too small.", "use at least 16 tokens, or leave it out.")
     if max_chars < 1:
         raise SettingsError(f"--max-input-chars {max_chars} must be positive.", "use e.g. 16000.")
-    loaded = load(request, notice)
     system = system_prompt(args)
-    return ChatEngine(loaded.model, loaded.tokenizer, base_model=loaded.base_model, info=loaded.info,
-                      context=context, max_input_chars=max_chars,
-                      default_system=loaded.default_system if system is None else system)
+    if backend(args) == "openai":
+        return _openai_engine(args, context, max_chars, system, notice)
+    loaded = load(model_request(args), notice)
+    return ChatEngine(loaded.model, loaded.tokenizer, base_model=loaded.base_model,
+                      info={"Backend": "transformers, in this process", **loaded.info}, context=context,
+                      max_input_chars=max_chars, default_system=loaded.default_system if system is None else system)
+
+
+def _openai_engine(args: argparse.Namespace, context: int | None, max_chars: int, system: str | None,
+                   notice: Callable[[str], None]) -> Engine:
+    from .openai_backend import OpenAIEngine
+
+    local = [flag for flag, value in (("MODEL", args.model or args.model_flag), ("--adapter", args.adapter),
+                                      ("--base", args.base), ("--use-adapter", args.use_adapter),
+                                      ("--bits", args.bits), ("--dtype", args.dtype), ("--device", args.device))
+             if value]
+    if local:
+        raise SettingsError(f"{', '.join(local)} load a model in this process; with --backend openai the server "
+                            "has loaded it.", "leave them out and name the served model with --served-model.")
+    base_url = args.base_url or env("OPENAI_BASE_URL")
+    if not base_url:
+        raise SettingsError("--backend openai needs the address of the server's OpenAI-compatible API.",
+                            "pass --base-url http://HOST:PORT/v1 (or set OPENAI_BASE_URL).")
+    compare = not args.no_compare and env_flag("COMPARE", True)
+    notice(f"Connecting to {base_url} ...")
+    return OpenAIEngine.connect(base_url, model=args.served_model or env("OPENAI_MODEL"),
+                                base_model=(args.served_base_model or env("OPENAI_BASE_MODEL")) if compare else None,
+                                api_key=os.environ.get("OPENAI_API_KEY") or None, context=context,
+                                max_input_chars=max_chars, default_system=system or "")

@@ -2,7 +2,7 @@
 
 History lives in per-session `gr.State` (one model instance serves every session). Each streamed update also
 updates the state, so a stopped answer is kept exactly as far as it got. The Stop buttons stop the generating
-thread itself (`ChatEngine.stop`), not only the page.
+thread itself (`Engine.stop`), not only the page.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from typing import Any
 
 import gradio as gr
 
-from .engine import ChatEngine, GenerationSettings, Message
-from .errors import AppError
+from .backend import Engine, Message
+from .engine import GenerationSettings
+from .errors import AppError, BackendError
 
 EXAMPLES = ["请介绍一下你自己", "你是谁？", "Who are you?", "What can you do?", "What is the capital of France?"]
 CSS = """
@@ -32,7 +33,7 @@ def _session(request: gr.Request | None) -> str | None:
     return getattr(request, "session_hash", None)
 
 
-def info_markdown(engine: ChatEngine) -> str:
+def info_markdown(engine: Engine) -> str:
     rows = {**engine.info, "Compare": engine.compare_mode,
             "Context window": f"{engine.context} tokens" if engine.context else "unknown"}
     lines = ["| | |", "|---|---|"] + [f"| {key} | {_cell(value)} |" for key, value in rows.items()]
@@ -46,7 +47,7 @@ def _cell(value: Any) -> str:
 class Handlers:
     """Event handlers bound to one engine; plain methods so they are easy to read and to test."""
 
-    def __init__(self, engine: ChatEngine):
+    def __init__(self, engine: Engine):
         self.engine = engine
 
     def chat(self, message: str, history: list[Message] | None, system: str, max_new_tokens: float,
@@ -92,6 +93,10 @@ class Handlers:
                 answer += piece
                 updated = [*history, *turn, {"role": "assistant", "content": answer}]
                 yield updated, updated, "", " ".join(notices)
+        except BackendError as error:  # the server failed: say so in the status line; the page keeps working
+            kept = [*history, *turn, {"role": "assistant", "content": answer}] if answer.strip() else history
+            yield kept, kept, "" if answer.strip() else message, f"**Error:** {error.one_line()}"
+            return
         except AppError as error:
             raise gr.Error(error.one_line()) from error
         final = [*history, *turn, {"role": "assistant", "content": answer.strip()}]
@@ -121,11 +126,13 @@ class Handlers:
             for base, tuned in stream:
                 yield ([user, {"role": "assistant", "content": base}],
                        [user, {"role": "assistant", "content": tuned}], " ".join(notices))
+        except BackendError as error:
+            yield [user], [user], f"**Error:** {error.one_line()}"
         except AppError as error:
             raise gr.Error(error.one_line()) from error
 
 
-def build_ui(engine: ChatEngine, *, title: str = "", defaults: GenerationSettings | None = None,
+def build_ui(engine: Engine, *, title: str = "", defaults: GenerationSettings | None = None,
              examples: list[str] | None = None, concurrency: int = 1, queue_size: int = 32,
              initial_tab: str = "chat") -> gr.Blocks:
     """The whole page. `concurrency` answers run at once (the rest wait in a queue of `queue_size`)."""
@@ -168,8 +175,7 @@ def build_ui(engine: ChatEngine, *, title: str = "", defaults: GenerationSetting
                     gr.Markdown(f"The same message, answered by the base model and by the fine-tuned model at the same "
                                 f"time ({engine.compare_mode}). Each answer starts fresh (no history).")
                 else:
-                    gr.Markdown("Compare needs the base model: start the app with `--adapter ADAPTER` (base + adapter "
-                                "share weights) or on a run directory whose base model is on this machine.")
+                    gr.Markdown(engine.compare_hint)
                 with gr.Row():
                     compare_message = gr.Textbox(placeholder="A question for both models", show_label=False, scale=6,
                                                  elem_id="compare-message", value=examples[0] if examples else "")

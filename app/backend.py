@@ -1,0 +1,104 @@
+"""What the page and the terminal chat talk to: one `Engine` interface, two backends.
+
+`ChatEngine` (app/engine.py) runs a transformers model in this process; `OpenAIEngine` (app/openai_backend.py)
+streams from an external OpenAI-compatible server (LMDeploy `api_server`, vLLM, llama.cpp's server). Both keep a
+registry of running answers by session, so a Stop button (or a new message from the same session) ends the right
+one; history lives with the caller, so sessions never see each other's turns.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+Message = dict[str, str]
+
+
+class Engine:
+    """The interface of a chat backend. Subclasses set `info`, `context`, `default_system` and implement
+    `can_compare`, `compare_mode`, `compare_hint`, `stream` and `stream_compare`."""
+
+    info: dict[str, str]
+    context: int | None
+    default_system: str
+
+    def __init__(self) -> None:
+        self._active: dict[str, threading.Event] = {}
+        self._active_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ to implement
+
+    @property
+    def can_compare(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def compare_mode(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def compare_hint(self) -> str:
+        """What to do to get a Compare tab, shown when `can_compare` is False."""
+        raise NotImplementedError
+
+    def stream(self, history: Sequence[Message], message: str, settings: Any = None, *, system: str | None = None,
+               session: str | None = None, notice: Callable[[str], None] | None = None) -> Iterator[str]:
+        """Yield the answer to `message` after `history`, piece by piece."""
+        raise NotImplementedError
+
+    def stream_compare(self, message: str, settings: Any = None, *, history: Sequence[Message] = (),
+                       system: str | None = None, session: str | None = None,
+                       notice: Callable[[str], None] | None = None) -> Iterator[tuple[str, str]]:
+        """Yield (base_text, finetuned_text) so far, both answering the same prompt at the same time."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+
+    def reply(self, history: Sequence[Message], message: str, settings: Any = None, **options: Any) -> str:
+        return "".join(self.stream(history, message, settings, **options)).strip()
+
+    def stop(self, session: str) -> bool:
+        """Stop the answer running for `session` (a Stop button); True if one was running."""
+        with self._active_lock:
+            event = self._active.get(session)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def active_generations(self) -> int:
+        """Answers registered as running (a Stop button can reach them)."""
+        with self._active_lock:
+            return len(self._active)
+
+    def _register(self, session: str | None) -> tuple[threading.Event, Callable[[], None]]:
+        """A stop event for a new answer of `session` (ending the session's previous one) and its release."""
+        event = threading.Event()
+        key = session or f"anonymous-{id(event)}"
+        with self._active_lock:
+            previous = self._active.get(key)
+            if previous is not None:  # a new message from the same session ends the old answer
+                previous.set()
+            self._active[key] = event
+
+        def release() -> None:
+            with self._active_lock:
+                if self._active.get(key) is event:
+                    del self._active[key]
+
+        return event, release
+
+
+def clean_history(history: Sequence[Message]) -> list[Message]:
+    """Only user/assistant turns with text (a UI history may carry metadata or empty placeholders)."""
+    turns = []
+    for turn in history:
+        role, content = turn.get("role"), turn.get("content")
+        if role in ("user", "assistant") and isinstance(content, str) and content.strip():
+            turns.append({"role": role, "content": content})
+    return turns
+
+
+def ignore(_: str) -> None:
+    return None
