@@ -22,6 +22,7 @@ from .errors import SettingsError
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<eoa>")
 DEFAULT_MAX_INPUT_CHARS = 16_000
+DECODE_MODES = ("dynamic", "static")
 
 
 @dataclass
@@ -230,7 +231,7 @@ class ChatEngine(Engine):
 
     def __init__(self, model: Any, tokenizer: Any, *, base_model: Any = None, info: dict[str, str] | None = None,
                  context: int | None = None, max_input_chars: int = DEFAULT_MAX_INPUT_CHARS,
-                 default_system: str = "", workers: int = 4):
+                 default_system: str = "", workers: int = 4, decode: str = "dynamic"):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -240,8 +241,13 @@ class ChatEngine(Engine):
         self.max_input_chars = max_input_chars
         self.default_system = default_system
         self.shares_base = _is_peft(model)
+        if decode not in DECODE_MODES:
+            raise SettingsError(f"Unknown decode mode '{decode}'.", f"use one of: {', '.join(DECODE_MODES)}.")
+        # static: a preallocated KV cache, which transformers compiles the decoding step for on CUDA (CUDA graphs).
+        # The model keeps that one cache for every call, so static answers are generated one at a time.
+        self.decode = decode
         # PEFT switches adapters with module hooks: one generation at a time on a shared-weights model.
-        self._lock = threading.Lock() if self.shares_base else None
+        self._lock = threading.Lock() if self.shares_base or decode == "static" else None
         self._stop_ids = stop_token_ids(model, tokenizer)
         # Long-lived worker threads, not one per answer: torch's CPU thread team is per calling thread, and a fresh
         # team for every answer (with the old ones still spinning) cost ~12 % of decode speed on 2 cores.
@@ -325,21 +331,30 @@ class ChatEngine(Engine):
     # ------------------------------------------------------------------ generate
 
     def _kwargs(self, model: Any, input_ids: list[list[int]], settings: GenerationSettings,
-                stop: threading.Event) -> dict[str, Any]:
+                stop: threading.Event, *, static: bool = False) -> dict[str, Any]:
         import torch
 
         device = _device_of(model)
         ids = torch.tensor(input_ids, dtype=torch.long, device=device)
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), **settings.generate_kwargs(),
-                "eos_token_id": self._stop_ids or None, "pad_token_id": pad_token_id(model, self.tokenizer),
-                "stopping_criteria": _stop_criteria(stop)}
+        kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), **settings.generate_kwargs(),
+                  "eos_token_id": self._stop_ids or None, "pad_token_id": pad_token_id(model, self.tokenizer),
+                  "stopping_criteria": _stop_criteria(stop)}
+        if static:
+            kwargs["cache_implementation"] = "static"
+        return kwargs
+
+    def warm_up(self) -> None:
+        """One short answer, so the first visitor does not wait for the static cache's compilation (CUDA)."""
+        self.reply([], "Hi", GenerationSettings(temperature=0, max_new_tokens=8))
 
     def stream_ids(self, input_ids: list[int], settings: GenerationSettings, *, session: str | None = None,
                    use_adapter: bool = True) -> Iterator[str]:
         """Yield the answer's text pieces for already-rendered `input_ids`."""
         stop, release = self._register(session)
         try:
-            kwargs = self._kwargs(self.model, [input_ids], settings, stop)
+            # Static decoding for plain chat rows only: the adapter-switching hooks of a base row do not compile.
+            static = self.decode == "static" and (use_adapter or not self.shares_base)
+            kwargs = self._kwargs(self.model, [input_ids], settings, stop, static=static)
             if self.shares_base and not use_adapter:
                 kwargs["adapter_names"] = ["__base__"]
             out: queue.Queue = queue.Queue()
@@ -387,6 +402,15 @@ class ChatEngine(Engine):
                 yield texts[0], texts[1]
         finally:
             release()
+
+def resolve_decode(choice: str, model: Any) -> str:
+    """`auto` means static on CUDA for a 16/32-bit model (compiled, CUDA graphs); dynamic elsewhere: on CPU nothing
+    gets compiled, and bitsandbytes layers are not known to compile."""
+    if choice != "auto":
+        return choice
+    quantized = getattr(model, "is_quantized", False) or getattr(model, "quantization_method", None)
+    return "static" if _device_of(model).type == "cuda" and not quantized else "dynamic"
+
 
 def _is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")

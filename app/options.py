@@ -9,12 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 from .backend import Engine
-from .engine import DEFAULT_MAX_INPUT_CHARS, ChatEngine, GenerationSettings
+from .engine import DECODE_MODES, DEFAULT_MAX_INPUT_CHARS, ChatEngine, GenerationSettings, resolve_decode
 from .errors import SettingsError
 from .models import ModelRequest, load
 
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 BACKENDS = ("transformers", "openai")
+DECODE_LABELS = {"static": "static KV cache (decoding step compiled with CUDA graphs on a GPU)",
+                 "dynamic": "dynamic KV cache (eager)"}
 
 
 def env(name: str, default: Any = None, kind: Callable[[str], Any] = str) -> Any:
@@ -53,6 +55,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--source", choices=("hf", "modelscope", "openxlab"), default=None,
                        help="where hub ids are downloaded from [MODEL_SOURCE]; default hf (HF_ENDPOINT for a mirror); "
                        "openxlab clones with git + git-lfs into ./models")
+    group.add_argument("--decode", choices=("auto", *DECODE_MODES), default=None,
+                       help="static = preallocated KV cache with the decoding step compiled (fast batch-1 answers on "
+                       "a GPU, one answer at a time); dynamic = eager, answers in parallel; auto = static on CUDA "
+                       "for 16/32-bit weights [DECODE, default auto]")
     group.add_argument("--no-compare", action="store_true",
                        help="do not load a second (base) model for the compare tab [COMPARE=0]")
     group.add_argument("--context", type=int, default=None,
@@ -151,10 +157,20 @@ def build_engine(args: argparse.Namespace, notice: Callable[[str], None]) -> Eng
     system = system_prompt(args)
     if backend(args) == "openai":
         return _openai_engine(args, context, max_chars, system, notice)
+    choice = args.decode or env("DECODE", "auto").lower()
+    if choice not in ("auto", *DECODE_MODES):
+        raise SettingsError(f"DECODE={choice} is not a decode mode.", "use auto, static or dynamic.")
     loaded = load(model_request(args), notice)
-    return ChatEngine(loaded.model, loaded.tokenizer, base_model=loaded.base_model,
-                      info={"Backend": "transformers, in this process", **loaded.info}, context=context,
-                      max_input_chars=max_chars, default_system=loaded.default_system if system is None else system)
+    decode = resolve_decode(choice, loaded.model)
+    engine = ChatEngine(loaded.model, loaded.tokenizer, base_model=loaded.base_model,
+                        info={"Backend": "transformers, in this process", **loaded.info,
+                              "Decoding": DECODE_LABELS[decode]},
+                        context=context, max_input_chars=max_chars,
+                        default_system=loaded.default_system if system is None else system, decode=decode)
+    if decode == "static" and "cuda" in str(getattr(loaded.model, "device", "")):
+        notice("Compiling the decoding step (static KV cache, CUDA graphs); the first time takes a minute ...")
+        engine.warm_up()
+    return engine
 
 
 def _openai_engine(args: argparse.Namespace, context: int | None, max_chars: int, system: str | None,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from app.cli import EXIT, RESET, Conversation, chat_loop
-from app.engine import ChatEngine, GenerationSettings
+from app.engine import ChatEngine, GenerationSettings, resolve_decode
 from app.errors import AppError
 
 from .errors import InputError
@@ -41,7 +41,7 @@ def chat(model_spec: str | None = None, *, system: str | None = None, max_new_to
     path = resolve_model(model_spec, progress=note)
     note(f"Loading {path} ...")
     model, tokenizer = load_model(path, bits=bits, strict=False, warn=note)
-    engine = ChatEngine(model, tokenizer)
+    engine = ChatEngine(model, tokenizer, decode=resolve_decode("auto", model))  # static + compiled on a GPU
     conversation = Conversation(engine, settings, system=system, notice=lambda text: note(f"({text})"))
     if prompts is None:
         note(f"Chatting with {_short(path)}. One message per line; {RESET} clears the history, {EXIT} (or Ctrl-D) "

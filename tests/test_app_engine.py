@@ -145,3 +145,32 @@ def test_render_ids_needs_a_chat_template(plain_engine):
 
     with pytest.raises(SettingsError, match="no chat template"):
         render_ids(NoTemplate(), [{"role": "user", "content": "hi"}])
+
+
+def test_static_decoding_streams_the_same_answer_and_still_stops(plain_engine):
+    """--decode static (the GPU fast path: preallocated KV cache, compiled on CUDA) keeps streaming and Stop."""
+    static = ChatEngine(plain_engine.model, plain_engine.tokenizer, decode="static")
+    prompt = "List 5 fruits as a numbered list."
+    pieces = list(static.stream([], prompt, GREEDY))
+    assert len(pieces) > 5 and "".join(pieces) == "".join(plain_engine.stream([], prompt, GREEDY))
+    calls = []
+    generate = static.model.generate
+    static.model.generate = lambda **kwargs: calls.append(kwargs.get("cache_implementation")) or generate(**kwargs)
+    try:
+        stream = static.stream([], "Tell me a very long story.", GenerationSettings(max_new_tokens=400), session="s")
+        next(stream)
+        assert static.stop("s") is True
+        rest = list(stream)
+    finally:
+        del static.model.generate
+    assert calls == ["static"] and static.running_jobs() == 0
+    assert len(static.tokenizer("".join(rest), add_special_tokens=False)["input_ids"]) < 100
+
+
+def test_decode_mode_auto_is_dynamic_on_cpu_and_bad_modes_are_refused(plain_engine):
+    from app.engine import resolve_decode
+
+    assert resolve_decode("auto", plain_engine.model) == "dynamic"
+    assert resolve_decode("static", plain_engine.model) == "static"
+    with pytest.raises(SettingsError, match="Unknown decode mode"):
+        ChatEngine(plain_engine.model, plain_engine.tokenizer, decode="fast")

@@ -16,7 +16,7 @@ import pytest
 
 from app import cli as app_cli
 from app import main as app_main
-from app.errors import AdapterMismatch, ModelSourceError
+from app.errors import AdapterMismatch, ModelSourceError, SettingsError
 from app.models import ModelRequest, load, resolve
 from app.options import build_engine
 
@@ -148,6 +148,18 @@ def test_4bit_on_cpu_warns_and_falls_back(monkeypatch):
     engine = build_engine(args, notices.append)
     assert any("4-bit quantization needs an NVIDIA GPU" in n for n in notices)
     assert engine.info["Quantization"] == "none" and engine.info["dtype"] == "float32"
+    assert engine.decode == "dynamic" and engine.info["Decoding"].startswith("dynamic")  # auto on CPU
+
+
+def test_decode_mode_comes_from_the_flag_or_the_environment(monkeypatch):
+    monkeypatch.setenv("DECODE", "static")
+    engine = build_engine(app_main.build_parser().parse_args(["--no-compare"]), lambda _: None)
+    assert engine.decode == "static" and engine.info["Decoding"].startswith("static KV cache")
+    engine = build_engine(app_main.build_parser().parse_args(["--no-compare", "--decode", "dynamic"]), lambda _: None)
+    assert engine.decode == "dynamic"
+    monkeypatch.setenv("DECODE", "turbo")
+    with pytest.raises(SettingsError, match="DECODE=turbo"):
+        build_engine(app_main.build_parser().parse_args(["--no-compare"]), lambda _: None)
 
 
 def test_hosted_mode_is_configured_by_environment_alone(monkeypatch, lora_adapter, embedded_model):

@@ -1,0 +1,156 @@
+"""Batch-1 decode speed of the chat app's engine, dynamic vs static KV cache, against plain eager `generate`.
+
+Same process, same prompt ids, interleaved rounds, medians. Every path makes exactly --new-tokens tokens
+(min_new_tokens is set on the model's generation config, so an early end-of-turn cannot shorten a round):
+  raw       model.generate(ids) eager with the dynamic cache: TTFT = generate(max_new_tokens=1)
+  dynamic   ChatEngine(decode="dynamic").stream_ids: worker thread + streamer; TTFT = the first generated token
+            reaching the engine's streamer (a random-weight model's tokens often decode to no text at all)
+  static    ChatEngine(decode="static"): preallocated KV cache; on CUDA transformers compiles the decoding step
+            (torch.compile, mode reduce-overhead = CUDA graphs). Warmed up (compiled) before timing.
+decode tok/s = (N - 1) / (T(N) - TTFT); e2e tok/s = N / T(N).
+
+Usage: python bench/app_decode.py [--model M] [--bits 4] [--dtype bf16] [--prompt-tokens 512] [--new-tokens 256]
+       [--repeats 5] [--modes raw,dynamic,static] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _sync(model) -> None:
+    import torch
+
+    if next(model.parameters()).device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def raw_round(engine, ids, new_tokens):
+    import torch
+
+    from app.engine import pad_token_id
+
+    model = engine.model
+    tensor = torch.tensor([ids], device=next(model.parameters()).device)
+    common = {"attention_mask": torch.ones_like(tensor), "do_sample": False, "eos_token_id": engine._stop_ids,
+              "pad_token_id": pad_token_id(model, engine.tokenizer)}
+    with torch.inference_mode():
+        _sync(model)
+        started = time.perf_counter()
+        model.generate(tensor, max_new_tokens=1, min_new_tokens=1, **common)
+        _sync(model)
+        ttft = time.perf_counter() - started
+        started = time.perf_counter()
+        out = model.generate(tensor, max_new_tokens=new_tokens, **common)
+        _sync(model)
+        total = time.perf_counter() - started
+    assert out.shape[1] - len(ids) == new_tokens, out.shape
+    return ttft, total
+
+
+FIRST_TOKEN: list[float] = []
+
+
+def _record_first_token() -> None:
+    """Time the first generated token as it reaches RowStreamer.put (its first call carries the prompt)."""
+    from app.engine import RowStreamer
+
+    original = RowStreamer.put
+    calls = {}
+
+    def put(self, value):
+        calls[id(self)] = calls.get(id(self), 0) + 1
+        if calls[id(self)] == 2:
+            FIRST_TOKEN.append(time.perf_counter())
+        return original(self, value)
+
+    RowStreamer.put = put
+
+
+def engine_round(engine, ids, settings):
+    FIRST_TOKEN.clear()
+    started = time.perf_counter()
+    for _ in engine.stream_ids(ids, settings):
+        pass
+    return FIRST_TOKEN[0] - started, time.perf_counter() - started
+
+
+def summarize(name, ttfts, totals, new_tokens):
+    ttft, total = statistics.median(ttfts), statistics.median(totals)
+    return {"path": name, "ttft_ms": ttft * 1e3, "decode_tok_s": (new_tokens - 1) / (total - ttft),
+            "e2e_tok_s": new_tokens / total, "rounds": len(totals)}
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from app.engine import ChatEngine, GenerationSettings
+    from app.models import ModelRequest, load
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M-Instruct")
+    parser.add_argument("--bits", type=int, default=None)
+    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--prompt-tokens", type=int, default=512)
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--modes", default="raw,dynamic,static")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+
+    _record_first_token()
+    loaded = load(ModelRequest(model=args.model, bits=args.bits, dtype=args.dtype, compare=False), notice=print)
+    model = loaded.model
+    model.generation_config.min_new_tokens = args.new_tokens  # every path makes exactly N tokens
+    torch.manual_seed(0)
+    vocab = min(len(loaded.tokenizer), model.config.vocab_size)
+    ids = torch.randint(100, vocab - 100, (args.prompt_tokens,)).tolist()
+    settings = GenerationSettings(temperature=0, max_new_tokens=args.new_tokens, repetition_penalty=1.0)
+    modes = args.modes.split(",")
+    engines = {mode: ChatEngine(model, loaded.tokenizer, decode=mode) for mode in modes if mode != "raw"}
+    for engine in engines.values():  # warm-up: compiles the static path on CUDA for these shapes
+        for _ in range(2):
+            engine_round(engine, ids, settings)
+    raw_engine = ChatEngine(model, loaded.tokenizer)  # only for its stop ids
+    if "raw" in modes:
+        raw_round(raw_engine, ids, args.new_tokens)
+    timings = {mode: ([], []) for mode in modes}
+    for _ in range(args.repeats):
+        for mode in modes:
+            ttft, total = raw_round(raw_engine, ids, args.new_tokens) if mode == "raw" else \
+                engine_round(engines[mode], ids, settings)
+            timings[mode][0].append(ttft)
+            timings[mode][1].append(total)
+    rows = [summarize(mode, *timings[mode], args.new_tokens) for mode in modes]
+    device = next(model.parameters()).device
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or
+        platform.machine(), "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "transformers": __import__("transformers").__version__,
+        "model": loaded.info.get("Model", args.model), "dtype": str(model.dtype), "bits": args.bits,
+        "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "rows": rows,
+        "peak_gpu_GiB": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+    }
+    base = next((r for r in rows if r["path"] == "raw"), rows[0])
+    print(f"{result['device']}, {result['model']}, {result['dtype']}, bits={args.bits}, prompt {args.prompt_tokens}, "
+          f"{args.new_tokens} new tokens, medians of {args.repeats}")
+    print("| path | TTFT ms | decode tok/s | e2e tok/s | vs raw |")
+    print("|---|---:|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row['path']} | {row['ttft_ms']:.1f} | {row['decode_tok_s']:.1f} | {row['e2e_tok_s']:.1f} | "
+              f"{row['decode_tok_s'] / base['decode_tok_s']:.2f}x |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

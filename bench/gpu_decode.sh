@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One GPU job: batch-1 decode of a 7B shape through the chat app's engine (dynamic vs static KV cache) against plain
+# eager generate, in bf16 and in nf4. Uses the users' lock (transformers 4.48 + bitsandbytes 0.50.2 from the wheels).
+# Prepare here (with network):  bash ../shared/gpu/fetch-wheels.sh gpu-carry      (gpu-carry/ is git-ignored)
+# On the GPU machine (repository root, results under $OUT):  bash bench/gpu_decode.sh [REPEATS]
+set -euo pipefail
+repeats=${1:-5}
+out=${OUT:-/tmp/gpu_decode_out}
+mkdir -p "$out"
+shared=${SHARED_BENCH:-}
+for candidate in ../shared/gpu/bench shared/gpu/bench; do
+  [ -z "$shared" ] && [ -f "$candidate/make_model.py" ] && shared=$candidate
+done
+[ -n "$shared" ] || { echo "shared/gpu/bench not found: set SHARED_BENCH"; exit 2; }
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/bnb gpu-carry/bnb/*.whl
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site gpu-carry/xt/*.whl
+[ -f /tmp/m7b/config.json ] || python3 "$shared/make_model.py" /tmp/m7b "$shared/tok"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+export PYTHONPATH=/tmp/site:/tmp/bnb:$PWD
+python3 bench/app_decode.py --model /tmp/m7b --dtype bf16 --repeats "$repeats" --json "$out/decode_bf16.json" \
+  | tee "$out/decode_bf16.md"
+python3 bench/app_decode.py --model /tmp/m7b --bits 4 --repeats "$repeats" --json "$out/decode_nf4.json" \
+  | tee "$out/decode_nf4.md"
