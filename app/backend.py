@@ -22,6 +22,7 @@ class Engine:
     info: dict[str, str]
     context: int | None
     default_system: str
+    max_input_chars: int
 
     def __init__(self) -> None:
         self._active: dict[str, threading.Event] = {}
@@ -54,6 +55,18 @@ class Engine:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ shared
+
+    def _turn(self, history: Sequence[Message], message: str,
+              system: str | None) -> tuple[list[Message], list[Message], list[str]]:
+        """(system head, history + this message, notices): the message cut to `max_input_chars`, with a notice."""
+        notices: list[str] = []
+        if len(message) > self.max_input_chars:
+            notices.append(f"Your message was cut to its first {self.max_input_chars:,} characters "
+                           f"(it had {len(message):,}).")
+            message = message[: self.max_input_chars]
+        system = self.default_system if system is None else system
+        head = [{"role": "system", "content": system}] if system.strip() else []
+        return head, [*clean_history(history), {"role": "user", "content": message}], notices
 
     def reply(self, history: Sequence[Message], message: str, settings: Any = None, **options: Any) -> str:
         return "".join(self.stream(history, message, settings, **options)).strip()

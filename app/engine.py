@@ -17,7 +17,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from .backend import Engine, Message, clean_history, ignore
+from .backend import Engine, Message, ignore
 from .errors import SettingsError
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<eoa>")
@@ -278,14 +278,7 @@ class ChatEngine(Engine):
     def prepare(self, history: Sequence[Message], message: str, *, system: str | None = None,
                 max_new_tokens: int = 512) -> Prepared:
         """Messages for this turn: long input truncated, oldest turns dropped until the prompt fits the context."""
-        notices: list[str] = []
-        if len(message) > self.max_input_chars:
-            notices.append(f"Your message was cut to its first {self.max_input_chars:,} characters "
-                           f"(it had {len(message):,}).")
-            message = message[: self.max_input_chars]
-        system = self.default_system if system is None else system
-        head = [{"role": "system", "content": system}] if system.strip() else []
-        turns = [*clean_history(history), {"role": "user", "content": message}]
+        head, turns, notices = self._turn(history, message, system)
         budget = None if self.context is None else self.context - max_new_tokens
         if budget is not None and budget < 1:
             raise SettingsError(f"Max new tokens ({max_new_tokens}) leaves no room for the prompt in the "

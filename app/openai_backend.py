@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from .backend import Engine, Message, clean_history, ignore
+from .backend import Engine, Message, ignore
 from .engine import DEFAULT_MAX_INPUT_CHARS, GenerationSettings, Prepared
 from .errors import BackendError, SettingsError
 
@@ -143,14 +143,7 @@ class OpenAIEngine(Engine):
     def prepare(self, history: Sequence[Message], message: str, *, system: str | None = None,
                 max_new_tokens: int = 512) -> Prepared:
         """Messages for this turn: long input cut, oldest turns dropped while the estimate exceeds the context."""
-        notices: list[str] = []
-        if len(message) > self.max_input_chars:
-            notices.append(f"Your message was cut to its first {self.max_input_chars:,} characters "
-                           f"(it had {len(message):,}).")
-            message = message[: self.max_input_chars]
-        system = self.default_system if system is None else system
-        head = [{"role": "system", "content": system}] if system.strip() else []
-        turns = [*clean_history(history), {"role": "user", "content": message}]
+        head, turns, notices = self._turn(history, message, system)
         if self.context is None:
             return Prepared(head + turns, [], notices)
         budget = self.context - max_new_tokens
