@@ -158,12 +158,13 @@ def print_plan(staged, *, private: bool, stream=None) -> None:
             out(f"---- end of {name} ----")
 
 
-def print_result(result, *, stream=None) -> None:
+def print_result(result, *, stream=None, url: bool = True) -> None:
     stream = stream or sys.stdout
     sent = f"{len(result.sent)} file(s) sent" if result.sent else "nothing sent (already up to date)"
     print(f"Done: {sent}, {result.commits} commit(s); the remote matches the staging folder "
           f"({len(result.remote)} files checked).", file=stream)
-    print(f"URL: {result.url}", file=stream)
+    if url:
+        print(f"URL: {result.url}", file=stream)
 
 
 def _adapter(args) -> int:
@@ -200,6 +201,8 @@ def print_demo_plan(published, *, dry_run: bool, stream=None) -> None:
         out("---- README.md (generated) ----")
         out((bundle.path / "README.md").read_text(encoding="utf-8").rstrip("\n"))
         out("---- end of README.md ----")
+    if published.result is not None:
+        print_result(published.result, stream=stream, url=False)
     if published.manual_steps:
         out("Manual action required on OpenXLab (it has no API for apps); the demo is NOT published until you:")
         for number, step in enumerate(published.manual_steps, 1):
@@ -216,8 +219,6 @@ def _demo(args) -> int:
                              title=args.title, system_prompt=args.system_prompt, compare=args.compare,
                              check=args.check, token_secret_env=args.token_secret_env, git_remote=args.git_remote,
                              source=args.source, dry_run=args.dry_run)
-    if published.result is not None:
-        print_result(published.result)
     print_demo_plan(published, dry_run=args.dry_run)
     return 0
 
