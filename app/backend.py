@@ -17,7 +17,7 @@ Message = dict[str, str]
 
 class Engine:
     """The interface of a chat backend. Subclasses set `info`, `context`, `default_system` and implement
-    `can_compare`, `compare_mode`, `compare_hint`, `stream` and `stream_compare`."""
+    `can_compare`, `compare_mode`, `compare_hint`, `prepare`, `stream` and `stream_compare`."""
 
     info: dict[str, str]
     context: int | None
@@ -43,6 +43,11 @@ class Engine:
         """What to do to get a Compare tab, shown when `can_compare` is False."""
         raise NotImplementedError
 
+    def prepare(self, history: Sequence[Message], message: str, *, system: str | None = None,
+                max_new_tokens: int = 512) -> Any:
+        """This turn's messages fitted to the context, with a notice for every trim or cut."""
+        raise NotImplementedError
+
     def stream(self, history: Sequence[Message], message: str, settings: Any = None, *, system: str | None = None,
                session: str | None = None, notice: Callable[[str], None] | None = None) -> Iterator[str]:
         """Yield the answer to `message` after `history`, piece by piece."""
@@ -55,6 +60,17 @@ class Engine:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ shared
+
+    def _begin(self, history: Sequence[Message], message: str, settings: Any, system: str | None,
+               notice: Callable[[str], None] | None) -> tuple[Any, Any]:
+        """(validated settings, prepared turn) for an answer; the turn's notices (trims, cuts) go to `notice`."""
+        from .engine import GenerationSettings  # engine.py builds on this module
+
+        settings = (settings or GenerationSettings()).validate()
+        prepared = self.prepare(history, message, system=system, max_new_tokens=settings.max_new_tokens)
+        for text in prepared.notices:
+            (notice or ignore)(text)
+        return settings, prepared
 
     def _turn(self, history: Sequence[Message], message: str,
               system: str | None) -> tuple[list[Message], list[Message], list[str]]:

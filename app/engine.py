@@ -17,7 +17,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from .backend import Engine, Message, ignore
+from .backend import Engine, Message
 from .errors import SettingsError
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<eoa>")
@@ -361,10 +361,7 @@ class ChatEngine(Engine):
                system: str | None = None, session: str | None = None,
                notice: Callable[[str], None] | None = None) -> Iterator[str]:
         """Yield the answer to `message` after `history`, piece by piece."""
-        settings = (settings or GenerationSettings()).validate()
-        prepared = self.prepare(history, message, system=system, max_new_tokens=settings.max_new_tokens)
-        for text in prepared.notices:
-            (notice or ignore)(text)
+        settings, prepared = self._begin(history, message, settings, system, notice)
         yield from self.stream_ids(prepared.input_ids, settings, session=session)
 
     def stream_compare(self, message: str, settings: GenerationSettings | None = None, *,
@@ -374,10 +371,7 @@ class ChatEngine(Engine):
         if not self.can_compare:
             raise SettingsError("Compare needs the base model, and this model has none known.",
                                 "start the app with --base BASE (and --adapter ADAPTER), or a run directory.")
-        settings = (settings or GenerationSettings()).validate()
-        prepared = self.prepare(history, message, system=system, max_new_tokens=settings.max_new_tokens)
-        for text in prepared.notices:
-            (notice or ignore)(text)
+        settings, prepared = self._begin(history, message, settings, system, notice)
         stop, release = self._register(session)
         texts = ["", ""]
         out: queue.Queue = queue.Queue()

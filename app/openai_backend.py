@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from .backend import Engine, Message, ignore
+from .backend import Engine, Message
 from .engine import DEFAULT_MAX_INPUT_CHARS, GenerationSettings, Prepared
 from .errors import BackendError, SettingsError
 
@@ -174,10 +174,7 @@ class OpenAIEngine(Engine):
     def stream(self, history: Sequence[Message], message: str, settings: GenerationSettings | None = None, *,
                system: str | None = None, session: str | None = None,
                notice: Callable[[str], None] | None = None) -> Iterator[str]:
-        settings = (settings or GenerationSettings()).validate()
-        prepared = self.prepare(history, message, system=system, max_new_tokens=settings.max_new_tokens)
-        for text in prepared.notices:
-            (notice or ignore)(text)
+        settings, prepared = self._begin(history, message, settings, system, notice)
         stop, release = self._register(session)
         try:
             yield from self.stream_messages(self.model, prepared.messages, settings, stop)
@@ -190,10 +187,7 @@ class OpenAIEngine(Engine):
         if not self.can_compare:
             raise SettingsError("Compare needs a second served model (the base), and none was named.",
                                 f"start the app with --served-base-model NAME{self._served_list()}.")
-        settings = (settings or GenerationSettings()).validate()
-        prepared = self.prepare(history, message, system=system, max_new_tokens=settings.max_new_tokens)
-        for text in prepared.notices:
-            (notice or ignore)(text)
+        settings, prepared = self._begin(history, message, settings, system, notice)
         stop, release = self._register(session)
         out: queue.Queue = queue.Queue()
 
