@@ -336,6 +336,11 @@ class ChatEngine(Engine):
             kwargs["cache_implementation"] = "static"
         return kwargs
 
+    @property
+    def compiles(self) -> bool:
+        """Static decoding on CUDA, where transformers compiles the decoding step on the first answer."""
+        return self.decode == "static" and _device_of(self.model).type == "cuda"
+
     def warm_up(self) -> None:
         """One short answer, so the first visitor does not wait for the static cache's compilation (CUDA)."""
         self.reply([], "Hi", GenerationSettings(temperature=0, max_new_tokens=8))

@@ -167,7 +167,7 @@ def build_engine(args: argparse.Namespace, notice: Callable[[str], None]) -> Eng
                               "Decoding": DECODE_LABELS[decode]},
                         context=context, max_input_chars=max_chars,
                         default_system=loaded.default_system if system is None else system, decode=decode)
-    if decode == "static" and "cuda" in str(getattr(loaded.model, "device", "")):
+    if engine.compiles:
         notice("Compiling the decoding step (static KV cache, CUDA graphs); the first time takes a minute ...")
         engine.warm_up()
     return engine

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .remote import UploadResult
+from .remote import UploadResult, human_size
 from .secrets import redacted_output
 from .stage import StagedFolder, stage_adapter
 from .upload import say, upload_model
@@ -30,7 +30,7 @@ def publish_adapter(source: str | os.PathLike, *, hub: str, repo: str, merged: b
     staged = stage_adapter(source, hub=hub, repo=repo, merged=merged, out=out, base_id=base_id, license=license)
     if dry_run:
         return Published(staged, None)
-    say(f"Uploading {len(staged.files)} files ({staged.total_size / 2**20:.1f} MiB) to {staged.url} ...")
+    say(f"Uploading {len(staged.files)} files ({human_size(staged.total_size)}) to {staged.url} ...")
     work_dir = staged.path.parent / f".git-{staged.path.name}"  # OpenXLab's working clone, outside the staging dir
     with redacted_output():
         result = upload_model(staged.hub, staged.path, staged.files, staged.repo, private=private,

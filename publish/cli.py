@@ -13,6 +13,7 @@ from finetune.errors import FinetuneError
 
 from . import __version__
 from .hubs import HUB_NAMES, HUBS, OPENXLAB_GIT_ENV, git_url
+from .remote import human_size
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -116,15 +117,6 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--dry-run", dest="dry_run", action="store_true",
                         help="stage and print what would be uploaded; no network request")
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def print_plan(staged, *, private: bool, stream=None) -> None:

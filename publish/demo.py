@@ -3,7 +3,6 @@ variables that point it at your model. Building it touches no network; uploading
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +14,14 @@ from finetune.fsutil import atomic_dir
 from .errors import InputError
 from .hardware import DEFAULT_HARDWARE, Hardware, check_fit, get_hardware
 from .hubs import check_repo_id, get_hub, hf_endpoint, modelscope_endpoint
-from .stage import StagedFile
+from .remote import UploadResult
+from .secrets import from_env, redacted_output
+from .stage import StagedFile, list_files
+from .upload import say, upload_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_DIR = ROOT / "app"
 LOCK = ROOT / "requirements.txt"
-GRADIO_VERSION = "6.17.3"  # the lock's; a Space installs it from sdk_version
 PYTHON_VERSION = "3.11"
 # What app/ imports at run time (transformers and peft pull the rest); versions come from our lock.
 RUNTIME_PACKAGES = ["torch", "transformers", "tokenizers", "peft", "accelerate", "safetensors", "sentencepiece",
@@ -66,12 +67,25 @@ def demo_variables(model_id: str, adapter_id: str | None, bits: int | None, sour
     return variables
 
 
-def pinned_requirements(*, bits: int | None, hub: str, source: str = "hf", lock: Path = LOCK) -> str:
+def _key(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def lock_pins(lock: Path = LOCK) -> dict[str, str]:
+    """{normalized name: 'name==version'} for every pin in the lock."""
     pins = {}
     for line in lock.read_text(encoding="utf-8").splitlines():
         name, sep, version = line.strip().partition("==")
         if sep:
-            pins[name.lower().replace("_", "-")] = f"{name}=={version.split()[0]}"
+            pins[_key(name)] = f"{name}=={version.split()[0]}"
+    return pins
+
+
+GRADIO_VERSION = lock_pins()["gradio"].partition("==")[2]  # a Space installs it from the README's sdk_version
+
+
+def pinned_requirements(*, bits: int | None, hub: str, source: str = "hf", lock: Path = LOCK) -> str:
+    pins = lock_pins(lock)
     wanted = list(RUNTIME_PACKAGES)
     if bits:
         wanted.append("bitsandbytes")
@@ -79,11 +93,11 @@ def pinned_requirements(*, bits: int | None, hub: str, source: str = "hf", lock:
         wanted.append("modelscope")
     if hub != "hf":  # a Space installs gradio from the README's sdk_version; the others need it listed
         wanted.append("gradio")
-    missing = [name for name in wanted if name.lower().replace("_", "-") not in pins]
+    missing = [name for name in wanted if _key(name) not in pins]
     if missing:
         raise InputError(f"requirements.txt has no pin for {', '.join(missing)}.",
                          "restore requirements.txt from the repository.")
-    lines = [pins[name.lower().replace("_", "-")] for name in wanted]
+    lines = [pins[_key(name)] for name in wanted]
     return "# Pinned from the toolkit's lock (requirements.txt); the app is tested with exactly these.\n" + \
         "\n".join(lines) + "\n"
 
@@ -136,14 +150,6 @@ def _copy_app(dst: Path) -> None:
     shutil.copy2(APP_DIR / "space_app.py", dst / "app.py")
 
 
-def _list_files(folder: Path) -> list[StagedFile]:
-    files = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        data = path.read_bytes()
-        files.append(StagedFile(path.relative_to(folder).as_posix(), len(data), hashlib.sha256(data).hexdigest()))
-    return files
-
-
 def check_model_ref(value: str, flag: str) -> str:
     value = value.strip()
     if value.startswith(("/", ".", "~")) or "\\" in value:
@@ -184,7 +190,7 @@ def build_demo(out: str | Path, *, hub: str, repo: str, model_id: str, adapter_i
             (tmp / "packages.txt").write_text(PACKAGES_FOR_OPENXLAB, encoding="utf-8")
         (tmp / "README.md").write_text(readme(repo, model_id, adapter_id, chosen, title), encoding="utf-8")
     return DemoBundle(path=out, hub=hub, repo=repo, variables=variables, hardware=chosen, fit=fit,
-                      files=_list_files(out))
+                      files=list_files(out))
 
 
 def demo_url(hub: str, repo: str) -> str:
@@ -226,7 +232,7 @@ def openxlab_steps(bundle: DemoBundle, git_remote: str | None) -> list[str]:
 @dataclass
 class PublishedDemo:
     bundle: DemoBundle
-    result: object | None  # remote.UploadResult; None for a dry run
+    result: UploadResult | None  # None for a dry run
     url: str
     manual_steps: list[str] = field(default_factory=list)  # OpenXLab: left to do in the console
 
@@ -237,20 +243,17 @@ def publish_demo(*, hub: str, repo: str, model_id: str, adapter_id: str | None =
                  check: bool = True, token_secret_env: str | None = None, git_remote: str | None = None,
                  source: str | None = None, dry_run: bool = False) -> PublishedDemo:
     """Build the bundle (pre-flight first); unless `dry_run`, upload it, set its variables and secrets, deploy."""
-    from .secrets import from_env, redacted_output
-    from .upload import say, upload_demo
-
     hub = get_hub(hub).name
     out_path = Path(out).expanduser() if out else default_demo_out(hub, check_repo_id(repo))
     _check_demo_out(out_path)
     secrets = {}
     if token_secret_env:
+        name = "HF_TOKEN" if hub == "hf" else "MODELSCOPE_API_TOKEN"
         secret = from_env(token_secret_env)
         if secret is None:
             raise InputError(f"--token-secret-env {token_secret_env}: that environment variable is empty.",
-                             f"export {token_secret_env}=<a read token> first; it becomes the demo's "
-                             f"{'HF_TOKEN' if hub == 'hf' else 'MODELSCOPE_API_TOKEN'} secret.")
-        secrets["HF_TOKEN" if hub == "hf" else "MODELSCOPE_API_TOKEN"] = secret
+                             f"export {token_secret_env}=<a read token> first; it becomes the demo's {name} secret.")
+        secrets[name] = secret
     bundle = build_demo(out_path, hub=hub, repo=repo, model_id=model_id, adapter_id=adapter_id, bits=bits,
                         hardware=hardware, title=title, system_prompt=system_prompt, compare=compare, check=check,
                         source=source)

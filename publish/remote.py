@@ -22,11 +22,21 @@ class UploadResult:
     remote: dict[str, RemoteFile] = field(default_factory=dict)  # what the hub holds afterwards
 
 
-def verify(staged_files, remote: dict[str, RemoteFile], *, ignore: tuple[str, ...] = (".gitattributes",)) -> None:
+def human_size(size: int) -> str:
+    """1536 -> '1.5 KiB' (bytes as a whole number, larger units with one decimal, GiB at most)."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def verify(staged_files, remote: dict[str, RemoteFile]) -> None:
     """Every staged file is on the remote with the same size (and sha256 when known); raise RemoteMismatch if not.
 
     `staged_files` are `stage.StagedFile`s (path, size, sha256). Extra remote files are allowed (an older card's
-    picture, the hub's own .gitattributes) unless they shadow nothing we sent."""
+    picture, the hub's own .gitattributes)."""
     problems = []
     for item in staged_files:
         there = remote.get(item.path)

@@ -388,7 +388,8 @@ def metafile(name: str, license_id: str, files: list[str], dataset: str = "custo
     }
 
 
-def _list_files(folder: Path) -> list[StagedFile]:
+def list_files(folder: Path) -> list[StagedFile]:
+    """Every file under `folder` with its size and sha256, in path order."""
     return [StagedFile(p.relative_to(folder).as_posix(), p.stat().st_size, sha256_file(p))
             for p in sorted(folder.rglob("*")) if p.is_file()]
 
@@ -445,4 +446,4 @@ def stage_adapter(source: str | os.PathLike, *, hub: str, repo: str, merged: boo
         _check_no_local_paths(tmp, _local_needles(located, candidates))
 
     return StagedFolder(path=out_path, hub=hub, repo=repo, kind=located.kind, base_id=resolved_base,
-                        url=repo_url(hub, repo), files=_list_files(out_path))
+                        url=repo_url(hub, repo), files=list_files(out_path))

@@ -26,7 +26,7 @@ from .errors import (
     PublishError,
     RepoNameTaken,
 )
-from .remote import RemoteFile, UploadResult, verify
+from .remote import RemoteFile, UploadResult, human_size, verify
 from .secrets import Secret, from_env, redact, redacted_output
 from .stage import StagedFile
 
@@ -214,13 +214,6 @@ def _pattern(path: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", path)
 
 
-def _size(size: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
-
-
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -284,11 +277,11 @@ def _upload(folder: Path, files: list[StagedFile], repo: str, *, token: Secret, 
         _say(f"skipped {len(files) - len(todo)} unchanged")
     batches = _batches(todo, max_commit_bytes)
     if todo:
-        _say(f"uploading {len(todo)} files ({_size(sum(f.size for f in todo))}) in {len(batches)} commit(s) ...")
+        _say(f"uploading {len(todo)} files ({human_size(sum(f.size for f in todo))}) in {len(batches)} commit(s) ...")
     for number, batch in enumerate(batches, 1):
         part = f" (part {number}/{len(batches)})" if len(batches) > 1 else ""
         for item in batch:
-            _say(f"  {item.path} ({_size(item.size)}){part}")
+            _say(f"  {item.path} ({human_size(item.size)}){part}")
         with errors("uploading to"):
             commit = api.upload_folder(repo_id=repo, folder_path=folder, repo_type=repo_type,
                                        commit_message=commit_message + part,

@@ -27,7 +27,7 @@ from .errors import (
     RepoNameTaken,
 )
 from .hubs import modelscope_endpoint, repo_url
-from .remote import RemoteFile, UploadResult, verify
+from .remote import RemoteFile, UploadResult, human_size, verify
 from .secrets import RedactingFilter, Secret, from_env, redact
 from .stage import StagedFile
 
@@ -163,7 +163,7 @@ class _Hub:
                 self.api.legacy.validate_blobs(self.repo, repo_type, [{"oid": probe.sha256, "size": probe.size}])
         total = sum(f.size for f in changed)
         names = ", ".join(f.path for f in changed[:5]) + (", …" if len(changed) > 5 else "")
-        _progress(f"uploading {len(changed)} file(s) ({_size(total)}): {names}")
+        _progress(f"uploading {len(changed)} file(s) ({human_size(total)}): {names}")
         with self.guard(f"uploading to {self.repo}", RuntimeError):  # RuntimeError: "N consecutive commits failed"
             info = self.api.upload_folder(self.repo, repo_type, str(folder), commit_message=message,
                                           allow_patterns=[glob.escape(f.path) for f in changed],
@@ -257,12 +257,3 @@ def _client_output() -> Iterator[None]:
 
 def _progress(line: str) -> None:
     print(f"ModelScope: {line}", file=sys.stderr, flush=True)
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"

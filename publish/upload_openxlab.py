@@ -29,7 +29,7 @@ from .errors import (
 )
 from .gitops import GitFailed, git, git_env, identity_env, require_git, write_askpass
 from .hubs import OPENXLAB_GIT_ENV, git_url, repo_url
-from .remote import RemoteFile, UploadResult, verify
+from .remote import RemoteFile, UploadResult, human_size, verify
 from .secrets import Secret, from_env, redact
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def _upload(folder, files, repo, remote, env, username, message, work_dir) -> Up
     commits = 0
     if sent:
         size = sum(f.size for f in files if f.path in sent)
-        _say(f"committing {len(sent)} changed file(s), {size / 2**20:.1f} MiB; pushing to {redact(remote)}")
+        _say(f"committing {len(sent)} changed file(s), {human_size(size)}; pushing to {redact(remote)}")
         git("commit", "-q", "-m", message, cwd=work_dir, env=identity_env(work_dir, env, username), what="commit")
         git("push", "origin", f"HEAD:refs/heads/{branch}", cwd=work_dir, env=dict(env, GIT_LFS_FORCE_PROGRESS="1"),
             what="push", progress=True)  # git-lfs shows upload progress only on a terminal unless forced

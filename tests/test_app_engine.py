@@ -164,6 +164,7 @@ def test_static_decoding_streams_the_same_answer_and_still_stops(plain_engine):
     finally:
         del static.model.generate
     assert calls == ["static"] and static.running_jobs() == 0
+    assert not static.compiles  # nothing is compiled on CPU
     assert len(static.tokenizer("".join(rest), add_special_tokens=False)["input_ids"]) < 100
 
 
