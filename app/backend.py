@@ -9,10 +9,14 @@ one; history lives with the caller, so sessions never see each other's turns.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 Message = dict[str, str]
+
+STOP_RACE_S = 10.0
 
 
 class Engine:
@@ -25,7 +29,9 @@ class Engine:
     max_input_chars: int
 
     def __init__(self) -> None:
-        self._active: dict[str, threading.Event] = {}
+        self._active: dict[str, threading.Event] = {}  # session -> the stop event of its running answer
+        self._stopped: set[str] = set()  # sessions whose latest answer `stop` ended
+        self._closed: dict[str, float] = {}  # session -> when the caller closed its answer's stream early
         self._active_lock = threading.Lock()
 
     # ------------------------------------------------------------------ to implement
@@ -88,21 +94,36 @@ class Engine:
         return "".join(self.stream(history, message, settings, **options)).strip()
 
     def stop(self, session: str) -> bool:
-        """Stop the answer running for `session` (a Stop button); True if one was running."""
+        """Stop the answer running for `session` (a Stop button); True if one was running.
+
+        Gradio cancels the page's event at the moment it calls Stop, and the cancel may close the answer first:
+        an answer of `session` closed that way in the last STOP_RACE_S seconds counts as stopped by this call."""
         with self._active_lock:
             event = self._active.get(session)
-        if event is None:
+            if event is not None:
+                event.set()
+                self._stopped.add(session)
+                return True
+            closed_at = self._closed.pop(session, None)
+        return closed_at is not None and time.monotonic() - closed_at < STOP_RACE_S
+
+    def was_stopped(self, session: str | None) -> bool:
+        """Whether `stop` ended the latest answer of `session` (asked once, when that answer's stream has ended)."""
+        with self._active_lock:
+            if session in self._stopped:
+                self._stopped.discard(session)
+                return True
             return False
-        event.set()
-        return True
 
     def active_generations(self) -> int:
         """Answers registered as running (a Stop button can reach them)."""
         with self._active_lock:
             return len(self._active)
 
-    def _register(self, session: str | None) -> tuple[threading.Event, Callable[[], None]]:
-        """A stop event for a new answer of `session` (ending the session's previous one) and its release."""
+    @contextmanager
+    def _answering(self, session: str | None) -> Iterator[threading.Event]:
+        """The stop event of a new answer of `session`, registered while the answer runs. A new answer of the same
+        session ends the previous one; an answer whose stream the caller closes early is remembered for `stop`."""
         event = threading.Event()
         key = session or f"anonymous-{id(event)}"
         with self._active_lock:
@@ -110,13 +131,19 @@ class Engine:
             if previous is not None:  # a new message from the same session ends the old answer
                 previous.set()
             self._active[key] = event
-
-        def release() -> None:
+            self._stopped.discard(key)
+            now = time.monotonic()
+            self._closed = {k: at for k, at in self._closed.items() if k != key and now - at < STOP_RACE_S}
+        try:
+            yield event
+        except GeneratorExit:  # the caller dropped the stream (the page cancelled the event)
+            with self._active_lock:
+                self._closed[key] = time.monotonic()
+            raise
+        finally:
             with self._active_lock:
                 if self._active.get(key) is event:
                     del self._active[key]
-
-        return event, release
 
 
 def clean_history(history: Sequence[Message]) -> list[Message]:

@@ -348,8 +348,7 @@ class ChatEngine(Engine):
     def stream_ids(self, input_ids: list[int], settings: GenerationSettings, *, session: str | None = None,
                    use_adapter: bool = True) -> Iterator[str]:
         """Yield the answer's text pieces for already-rendered `input_ids`."""
-        stop, release = self._register(session)
-        try:
+        with self._answering(session) as stop:
             # Static decoding for plain chat rows only: the adapter-switching hooks of a base row do not compile.
             static = self.decode == "static" and (use_adapter or not self.shares_base)
             kwargs = self._kwargs(self.model, [input_ids], settings, stop, static=static)
@@ -359,8 +358,6 @@ class ChatEngine(Engine):
             job = _Job(self.model, kwargs, RowStreamer(self.tokenizer, 1, self._stop_ids, out=out), self._lock)
             for _, text in _drain(self._start([job]), out, stop):
                 yield text
-        finally:
-            release()
 
     def stream(self, history: Sequence[Message], message: str, settings: GenerationSettings | None = None, *,
                system: str | None = None, session: str | None = None,
@@ -377,10 +374,9 @@ class ChatEngine(Engine):
             raise SettingsError("Compare needs the base model, and this model has none known.",
                                 "start the app with --base BASE (and --adapter ADAPTER), or a run directory.")
         settings, prepared = self._begin(history, message, settings, system, notice)
-        stop, release = self._register(session)
         texts = ["", ""]
         out: queue.Queue = queue.Queue()
-        try:
+        with self._answering(session) as stop:
             if self.shares_base:
                 kwargs = self._kwargs(self.model, [prepared.input_ids] * 2, settings, stop)
                 kwargs["adapter_names"] = ["__base__", _adapter_name(self.model)]
@@ -392,8 +388,7 @@ class ChatEngine(Engine):
             for row, text in _drain(self._start(jobs), out, stop):
                 texts[row] += text
                 yield texts[0], texts[1]
-        finally:
-            release()
+
 
 def resolve_decode(choice: str, model: Any) -> str:
     """`auto` means static on CUDA for a 16/32-bit model (compiled, CUDA graphs); dynamic elsewhere: on CPU nothing

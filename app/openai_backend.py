@@ -175,11 +175,8 @@ class OpenAIEngine(Engine):
                system: str | None = None, session: str | None = None,
                notice: Callable[[str], None] | None = None) -> Iterator[str]:
         settings, prepared = self._begin(history, message, settings, system, notice)
-        stop, release = self._register(session)
-        try:
+        with self._answering(session) as stop:
             yield from self.stream_messages(self.model, prepared.messages, settings, stop)
-        finally:
-            release()
 
     def stream_compare(self, message: str, settings: GenerationSettings | None = None, *,
                        history: Sequence[Message] = (), system: str | None = None, session: str | None = None,
@@ -188,7 +185,6 @@ class OpenAIEngine(Engine):
             raise SettingsError("Compare needs a second served model (the base), and none was named.",
                                 f"start the app with --served-base-model NAME{self._served_list()}.")
         settings, prepared = self._begin(history, message, settings, system, notice)
-        stop, release = self._register(session)
         out: queue.Queue = queue.Queue()
 
         def pump(row: int, model: str) -> None:
@@ -200,22 +196,22 @@ class OpenAIEngine(Engine):
                 out.put((row, exc))
 
         texts = ["", ""]
-        try:
-            for row, model in enumerate((self.base_model, self.model)):
-                threading.Thread(target=pump, args=(row, model), daemon=True, name=f"app-openai-{row}").start()
-            remaining = 2
-            while remaining:
-                row, item = out.get()
-                if item is None:
-                    remaining -= 1
-                elif isinstance(item, BaseException):
-                    raise item
-                else:
-                    texts[row] += item
-                    yield texts[0], texts[1]
-        finally:
-            stop.set()  # both requests end at their next chunk (their threads close the streams)
-            release()
+        with self._answering(session) as stop:
+            try:
+                for row, model in enumerate((self.base_model, self.model)):
+                    threading.Thread(target=pump, args=(row, model), daemon=True, name=f"app-openai-{row}").start()
+                remaining = 2
+                while remaining:
+                    row, item = out.get()
+                    if item is None:
+                        remaining -= 1
+                    elif isinstance(item, BaseException):
+                        raise item
+                    else:
+                        texts[row] += item
+                        yield texts[0], texts[1]
+            finally:
+                stop.set()  # both requests end at their next chunk (their threads close the streams)
 
     def stream_messages(self, model: str, messages: list[Message], settings: GenerationSettings,
                         stop: threading.Event | None = None) -> Iterator[str]:

@@ -40,6 +40,32 @@ def info_markdown(engine: Engine) -> str:
     return "\n".join(lines)
 
 
+class StatusLine:
+    """The status line under one answer: the engine's notices (trims, cuts) and, at the end, "Stopped." if Stop
+    ended it. An update carries the text only when it changed: Stop writes "Stopped." itself, and the answer's
+    updates still in flight must not wipe it."""
+
+    def __init__(self, warn: bool = False):
+        self.notices: list[str] = []
+        self._warn = warn
+        self._sent: str | None = None
+
+    def notice(self, text: str) -> None:
+        self.notices.append(text)
+        if self._warn:
+            gr.Warning(text)
+
+    def update(self) -> Any:
+        text = " ".join(self.notices)
+        if text == self._sent:
+            return gr.skip()
+        self._sent = text
+        return text
+
+    def final(self, stopped: bool) -> str:
+        return " ".join([*self.notices, "Stopped."] if stopped else self.notices)
+
+
 def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
@@ -77,22 +103,18 @@ class Handlers:
 
     def _answer(self, message: str, history: list[Message], system: str, settings: GenerationSettings,
                 request: gr.Request | None) -> Iterator[tuple[list[Message], list[Message], str, str]]:
-        notices: list[str] = []
-
-        def notice(text: str) -> None:
-            notices.append(text)
-            gr.Warning(text)
-
+        status = StatusLine(warn=True)
         answer = ""
         turn = [{"role": "user", "content": message}]
+        session = _session(request)
         try:
             stream = self.engine.stream(history, message, settings, system=system if system.strip() else None,
-                                        session=_session(request), notice=notice)
-            yield [*history, *turn], [*history, *turn], "", " ".join(notices)
+                                        session=session, notice=status.notice)
+            yield [*history, *turn], [*history, *turn], "", status.update()
             for piece in stream:
                 answer += piece
                 updated = [*history, *turn, {"role": "assistant", "content": answer}]
-                yield updated, updated, "", " ".join(notices)
+                yield updated, updated, "", status.update()
         except BackendError as error:  # the server failed: say so in the status line; the page keeps working
             kept = [*history, *turn, {"role": "assistant", "content": answer}] if answer.strip() else history
             yield kept, kept, "" if answer.strip() else message, f"**Error:** {error.one_line()}"
@@ -100,7 +122,7 @@ class Handlers:
         except AppError as error:
             raise gr.Error(error.one_line()) from error
         final = [*history, *turn, {"role": "assistant", "content": answer.strip()}]
-        yield final, final, "", " ".join(notices)
+        yield final, final, "", status.final(self.engine.was_stopped(session))
 
     def stop(self, request: gr.Request = None) -> str:
         stopped = self.engine.stop(_session(request) or "")
@@ -117,15 +139,19 @@ class Handlers:
             yield [], [], ""
             return
         user = {"role": "user", "content": message}
-        notices: list[str] = []
+        status = StatusLine()
+        session = _session(request)
         try:
             stream = self.engine.stream_compare(
                 message, _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty),
-                system=system if system.strip() else None, session=_session(request), notice=notices.append)
-            yield [user], [user], ""
+                system=system if system.strip() else None, session=session, notice=status.notice)
+            yield [user], [user], status.update()
+            base = tuned = ""
             for base, tuned in stream:
                 yield ([user, {"role": "assistant", "content": base}],
-                       [user, {"role": "assistant", "content": tuned}], " ".join(notices))
+                       [user, {"role": "assistant", "content": tuned}], status.update())
+            yield ([user, {"role": "assistant", "content": base}], [user, {"role": "assistant", "content": tuned}],
+                   status.final(self.engine.was_stopped(session)))
         except BackendError as error:
             yield [user], [user], f"**Error:** {error.one_line()}"
         except AppError as error:

@@ -83,6 +83,32 @@ def test_closing_the_stream_stops_the_thread(plain_engine):
     assert plain_engine.active_generations() == 0
 
 
+def test_a_stop_racing_the_pages_own_cancel_still_counts(plain_engine):
+    """Gradio cancels the page's event while it calls Stop; when the cancel closes the stream first, Stop must still
+    report the answer as stopped (once), or the page says nothing."""
+    stream = plain_engine.stream([], "Count from one to one thousand.", GenerationSettings(max_new_tokens=400),
+                                 session="racer")
+    next(stream)
+    stream.close()
+    assert plain_engine.active_generations() == 0
+    assert plain_engine.stop("racer") is True
+    assert plain_engine.stop("racer") is False  # counted once
+    assert plain_engine.stop("someone-else") is False
+    assert plain_engine.was_stopped("racer") is False  # closed, not ended by Stop
+
+
+def test_the_end_of_a_stopped_answer_knows_it_was_stopped(plain_engine):
+    stream = plain_engine.stream([], "Tell me a very long story about a dragon.",
+                                 GenerationSettings(max_new_tokens=400, temperature=0.8), session="s2")
+    next(stream)
+    assert plain_engine.stop("s2") is True
+    list(stream)
+    assert plain_engine.was_stopped("s2") is True
+    assert plain_engine.was_stopped("s2") is False  # asked once, by the answer that ended
+    finished = "".join(plain_engine.stream([], "Say hi.", GenerationSettings(max_new_tokens=4), session="s2"))
+    assert finished and plain_engine.was_stopped("s2") is False  # an answer that simply ended was not stopped
+
+
 def test_long_history_is_trimmed_oldest_first_with_a_notice(plain_engine):
     engine = ChatEngine(plain_engine.model, plain_engine.tokenizer, context=160)
     history = []
@@ -175,3 +201,24 @@ def test_decode_mode_auto_is_dynamic_on_cpu_and_bad_modes_are_refused(plain_engi
     assert resolve_decode("static", plain_engine.model) == "static"
     with pytest.raises(SettingsError, match="Unknown decode mode"):
         ChatEngine(plain_engine.model, plain_engine.tokenizer, decode="fast")
+
+
+def test_the_page_keeps_saying_stopped_and_never_resends_an_unchanged_status(plain_engine):
+    """Stop's "Stopped." can reach the page before the answer's last updates: those must not wipe it."""
+    from types import SimpleNamespace
+
+    from app.ui import Handlers
+
+    handlers, request = Handlers(plain_engine), SimpleNamespace(session_hash="page-1")
+    chat = handlers.chat("Tell me a very long story about a dragon.", [], "", 400, 0.8, 0.9, 40, 1.1, request)
+    updates = [next(chat), next(chat), next(chat)]
+    assert handlers.stop(request) == "Stopped."
+    updates += list(chat)
+    first, *streaming, last = [status for *_, status in updates]
+    assert first == ""  # the first update clears the previous answer's status
+    assert streaming and all(status == {"__type__": "update"} for status in streaming)  # gr.skip(): left as it is
+    assert last == "Stopped."
+    assert updates[-1][0][-1]["role"] == "assistant" and updates[-1][0][-1]["content"]  # kept as far as it got
+
+    finished = list(handlers.chat("Say hi.", [], "", 4, 0, 0.9, 40, 1.1, request))
+    assert finished[-1][-1] == ""  # a finished answer's status is its notices: none here
