@@ -7,14 +7,7 @@ set -euo pipefail
 repeats=${1:-5}
 out=${OUT:-/tmp/gpu_decode_out}
 mkdir -p "$out"
-shared=${SHARED_BENCH:-}
-for candidate in ../shared/gpu/bench shared/gpu/bench; do
-  [ -z "$shared" ] && [ -f "$candidate/make_model.py" ] && shared=$candidate
-done
-[ -n "$shared" ] || { echo "shared/gpu/bench not found: set SHARED_BENCH"; exit 2; }
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/bnb gpu-carry/bnb/*.whl
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site gpu-carry/xt/*.whl
-[ -f /tmp/m7b/config.json ] || python3 "$shared/make_model.py" /tmp/m7b "$shared/tok"
+source bench/gpu_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 export PYTHONPATH=/tmp/site:/tmp/bnb:$PWD
 python3 bench/app_decode.py --model /tmp/m7b --dtype bf16 --repeats "$repeats" --json "$out/decode_bf16.json" \

@@ -7,17 +7,10 @@ set -euo pipefail
 variants=${1:-baseline,stock,fast}
 samples=${2:-160}
 out=${OUT:-/tmp/gpu_train_out}
-shared=${SHARED_BENCH:-}
-for candidate in ../shared/gpu/bench shared/gpu/bench; do
-  [ -z "$shared" ] && [ -f "$candidate/hf_qlora_baseline.py" ] && shared=$candidate
-done
-[ -n "$shared" ] || { echo "shared/gpu/bench not found: set SHARED_BENCH"; exit 2; }
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/bnb gpu-carry/bnb/*.whl
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site gpu-carry/xt/*.whl
+source bench/gpu_setup.sh
 if ls gpu-carry/liger/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site gpu-carry/liger/*.whl
 fi
-[ -f /tmp/m7b/config.json ] || python3 "$shared/make_model.py" /tmp/m7b "$shared/tok"
 [ -f /tmp/corpus.jsonl ] || python3 "$shared/gen_data.py" /tmp/corpus.jsonl
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 PYTHONPATH=/tmp/site:/tmp/bnb python3 bench/gpu_train.py --model /tmp/m7b --corpus /tmp/corpus.jsonl \
