@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import train_metrics as tm  # noqa: E402
 
-from finetune.config import ConfigSpec, plan_for, write_config  # noqa: E402
+from finetune.config import ConfigSpec, write_config  # noqa: E402
 
 SEQ = 2048
 EFFECTIVE_BATCH = 16  # XTuner's 1 x 16
@@ -44,8 +44,7 @@ def write_variant_config(name: str, args, work: Path) -> tuple[Path, dict]:
                       quant="4bit", max_length=SEQ, pack=True, epochs=1, batch_size=1, grad_accum=EFFECTIVE_BATCH,
                       evaluation_inputs=["hi"], eval_max_new_tokens=1, save_steps=100000, save_total_limit=1,
                       **VARIANTS[name])
-    config = write_config(spec, work / f"{name}.py", command=f"bench/gpu_train.py variant {name}")
-    plan = plan_for(spec)
+    config, plan = write_config(spec, work / f"{name}.py", command=f"bench/gpu_train.py variant {name}")
     iters = max(1, args.samples // plan.micro_batch)
     text = config.read_text(encoding="utf-8")
     text = text.replace("train_cfg = dict(type=TrainLoop, max_epochs=max_epochs)",

@@ -151,13 +151,9 @@ def plan_for(spec: ConfigSpec, device_info: DeviceInfo | None = None, shape: Mod
                       on_gpu=on_gpu, quant=_quant(spec, on_gpu), checkpointing=_checkpointing(spec, on_gpu))
 
 
-def render(spec: ConfigSpec, *, command: str = "", config_path: str = "CONFIG.py",
-           plan: SpeedPlan | None = None) -> str:
-    preset = get_preset(spec.preset) if spec.preset else None
-    template = spec.prompt_template or (preset.prompt_template if preset else "qwen_chat")
-    trust = spec.trust_remote_code if spec.trust_remote_code is not None else bool(preset and preset.trust_remote_code)
-    device = spec.resolved_device()
-    on_gpu = device == "cuda"
+def check_device_choices(spec: ConfigSpec) -> str:
+    """The quantisation `spec` gets on its device; InputError for choices the device cannot run."""
+    on_gpu = spec.resolved_device() == "cuda"
     quant = _quant(spec, on_gpu)
     if quant != "none" and not on_gpu:
         raise InputError(f"--quant {quant} needs an NVIDIA GPU (bitsandbytes has no CPU kernels).",
@@ -166,6 +162,17 @@ def render(spec: ConfigSpec, *, command: str = "", config_path: str = "CONFIG.py
         raise InputError("DeepSpeed needs a GPU here.", "use --deepspeed none on CPU.")
     if quant == "4bit" and spec.deepspeed == "zero3":
         raise InputError("QLoRA (4-bit) cannot be sharded with ZeRO-3.", "use --deepspeed zero2 or --quant none.")
+    return quant
+
+
+def render(spec: ConfigSpec, *, command: str = "", config_path: str = "CONFIG.py",
+           plan: SpeedPlan | None = None) -> str:
+    preset = get_preset(spec.preset) if spec.preset else None
+    template = spec.prompt_template or (preset.prompt_template if preset else "qwen_chat")
+    trust = spec.trust_remote_code if spec.trust_remote_code is not None else bool(preset and preset.trust_remote_code)
+    device = spec.resolved_device()
+    on_gpu = device == "cuda"
+    quant = check_device_choices(spec)
     checkpointing = _checkpointing(spec, on_gpu)
     plan = plan or plan_for(spec)
     half = plan.dtype
@@ -436,15 +443,19 @@ log_processor = dict(by_epoch=False)
     return header + body
 
 
-def write_config(spec: ConfigSpec, out: str | Path, *, command: str = "") -> Path:
+def write_config(spec: ConfigSpec, out: str | Path, *, command: str = "") -> tuple[Path, SpeedPlan]:
+    """Write the config and return it with the speed plan it was rendered with: the plan probes free GPU memory,
+    which a second probe in the same process (after CUDA initialised) would see smaller."""
     if not spec.num_samples:
         spec.num_samples, mean_chars, language = read_data_summary(spec.data_files)
         spec.mean_tokens = mean_chars / 2.5
         if not spec.evaluation_inputs:
             spec.evaluation_inputs = IDENTITY_EVAL[language]
-    text = render(spec, command=command, config_path=str(out))
+    check_device_choices(spec)  # before the plan, as in render: these errors come first
+    plan = plan_for(spec)
+    text = render(spec, command=command, config_path=str(out), plan=plan)
     compile(text, str(out), "exec")  # a generated config must at least be valid Python
-    return write_text(out, text)
+    return write_text(out, text), plan
 
 
 def spec_from_args(args) -> ConfigSpec:
@@ -537,10 +548,9 @@ def _main(args) -> int:
     import sys
 
     spec = spec_from_args(args)
-    path = write_config(spec, args.out, command="python -m finetune " + shlex.join(sys.argv[1:]))
+    path, plan = write_config(spec, args.out, command="python -m finetune " + shlex.join(sys.argv[1:]))
     print(f"Wrote {path} ({spec.num_samples} samples, template "
           f"{spec.prompt_template or get_preset(spec.preset or DEFAULT_PRESET).prompt_template}).")
-    plan = plan_for(spec)
     print(f"Speed profile {plan.profile}:" + "".join(f"\n  {line}" for line in describe(plan)))
     print(f"Train it: python -m finetune train {shlex.quote(str(path))} --work-dir {Path(path).stem}_work")
     return 0

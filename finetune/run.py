@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import ConfigSpec, add_config_arguments, plan_for, write_config
+from .config import ConfigSpec, add_config_arguments, write_config
 from .errors import InputError
 from .fsutil import write_json, write_jsonl
 from .manifest import Manifest, stable_hash
@@ -138,9 +138,9 @@ class Runner:
     def build_config(self, data_path: str) -> dict:
         spec = self.spec(data_path)
         out = self.run_dir / "config.py"
-        write_config(spec, out, command=self.command())
+        _, plan = write_config(spec, out, command=self.command())
         self.manifest.data["spec"] = asdict(spec)
-        self.manifest.data["speed"] = plan_for(spec).summary()
+        self.manifest.data["speed"] = plan.summary()
         return {"config": str(out), "num_samples": spec.num_samples}
 
     def spec(self, data_path: str) -> ConfigSpec:

@@ -27,7 +27,7 @@ def run(tmp_path, embedded_model, data, micro_batch):
                       max_length=64, batch_size=1, grad_accum=4, micro_batch=micro_batch, epochs=1, lr=1e-3,
                       lora_r=8, lora_alpha=16, lora_dropout=0.0, warmup_ratio=0.25, evaluation_freq=0,
                       eval_max_new_tokens=1, save_steps=1000, save_total_limit=1)
-    config = write_config(spec, tmp_path / f"micro{micro_batch}.py")
+    config, _ = write_config(spec, tmp_path / f"micro{micro_batch}.py")
     text = config.read_text()
     edits = {"log_processor = dict(by_epoch=False)": "log_processor = dict(by_epoch=False, window_size=1)",
              "eta_min=0.0,": "eta_min=lr,"}  # each iteration's own loss (not a 10-iteration mean); flat rate
