@@ -187,7 +187,7 @@ class OpenAIEngine(Engine):
         settings, prepared = self._begin(history, message, settings, system, notice)
         out: queue.Queue = queue.Queue()
 
-        def pump(row: int, model: str) -> None:
+        def pump(row: int, model: str, stop: threading.Event) -> None:
             try:
                 for text in self.stream_messages(model, prepared.messages, settings, stop):
                     out.put((row, text))
@@ -199,7 +199,8 @@ class OpenAIEngine(Engine):
         with self._answering(session) as stop:
             try:
                 for row, model in enumerate((self.base_model, self.model)):
-                    threading.Thread(target=pump, args=(row, model), daemon=True, name=f"app-openai-{row}").start()
+                    threading.Thread(target=pump, args=(row, model, stop), daemon=True,
+                                     name=f"app-openai-{row}").start()
                 remaining = 2
                 while remaining:
                     row, item = out.get()
