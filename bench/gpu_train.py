@@ -139,7 +139,7 @@ def main() -> int:
         results.append(result)
         print(f"[{name}] rc {result['exit_code']}, {result['wall_s']} s, tokens/s {result['tokens_per_s']}, "
               f"peak {result['peak_gib']} GiB", flush=True)
-    report(results, gpu, args, out, work)
+        report(list(results), gpu, args, out, work)  # after each variant: a job cut off at its limit keeps the rest
     return 0 if all(r["exit_code"] == 0 for r in results) else 1
 
 
