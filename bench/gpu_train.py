@@ -36,21 +36,31 @@ VARIANTS = {  # name -> ConfigSpec speed fields (None: the plain-PEFT baseline)
     "fast": {"speed": "fast"},
     "fast-mb1": {"speed": "fast", "micro_batch": "1"},
     "fast-nofused": {"speed": "fast", "fused_kernels": "off"},
+    "fast-fp32frozen": {"speed": "fast", "frozen_16bit": "off"},  # peft's fp32 copies of embeddings and head
 }
+PROFILE_SUFFIX = "+profile"  # e.g. fast+profile: 6 iterations, a torch profiler table of iterations 4-6 in the log
+PROFILE_HOOK = """
+from mmengine.hooks import ProfilerHook
+custom_hooks += [dict(type=ProfilerHook, by_epoch=False, profile_times=6, schedule=dict(wait=2, warmup=1, active=3),
+                      on_trace_ready=dict(type="log_trace", sort_by="self_cuda_time_total", row_limit=45))]
+"""
 
 
 def write_variant_config(name: str, args, work: Path) -> tuple[Path, dict]:
+    base = name.removesuffix(PROFILE_SUFFIX)
     spec = ConfigSpec(model_path=args.model, data_files=[args.corpus], preset="qwen2.5-7b-instruct", device="cuda",
                       quant="4bit", max_length=SEQ, pack=True, epochs=1, batch_size=1, grad_accum=EFFECTIVE_BATCH,
                       evaluation_inputs=["hi"], eval_max_new_tokens=1, save_steps=100000, save_total_limit=1,
-                      **VARIANTS[name])
+                      **VARIANTS[base])
     config, plan = write_config(spec, work / f"{name}.py", command=f"bench/gpu_train.py variant {name}")
-    iters = max(1, args.samples // plan.micro_batch)
+    iters = 6 if name != base else max(1, args.samples // plan.micro_batch)
     text = config.read_text(encoding="utf-8")
     text = text.replace("train_cfg = dict(type=TrainLoop, max_epochs=max_epochs)",
                         f"train_cfg = dict(type=TrainLoop, max_iters={iters})")
     # each iteration's own time and loss (mmengine smooths logged values over 10 iterations by default)
     text = text.replace("log_processor = dict(by_epoch=False)", "log_processor = dict(by_epoch=False, window_size=1)")
+    if name != base:
+        text += PROFILE_HOOK
     config.write_text(text, encoding="utf-8")
     return config, plan.summary()
 
@@ -66,7 +76,7 @@ def run_variant(name: str, args, work: Path) -> dict:
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     log = work / f"{name}.log"
-    if VARIANTS[name] is None:
+    if name == "baseline":
         env["PYTHONPATH"] = args.baseline_pythonpath
         code, wall = run_logged([sys.executable, args.baseline_script, args.model, args.npz, str(args.samples),
                                  "prep", str(work / "baseline.json")], log, env)
@@ -115,7 +125,8 @@ def main() -> int:
     parser.add_argument("--corpus", required=True, help="gen_data.py JSONL")
     parser.add_argument("--npz", required=True, help="pack_data.py output of the same corpus (the baseline's data)")
     parser.add_argument("--baseline-script", dest="baseline_script", required=True)
-    parser.add_argument("--variants", default="baseline,stock,fast", help=f"comma list of {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default="baseline,stock,fast",
+                        help=f"comma list of {', '.join(VARIANTS)} (NAME{PROFILE_SUFFIX}: profile NAME)")
     parser.add_argument("--samples", type=int, default=160, help="packed sequences per variant")
     parser.add_argument("--work", default="/tmp/gpu_train", help="configs, logs, work dirs (kept for later jobs)")
     parser.add_argument("--out", required=True, help="where the JSON, Markdown and PNG go")
@@ -133,6 +144,12 @@ def main() -> int:
     for name in args.variants.split(","):
         print(f"[{name}] ...", flush=True)
         result = run_variant(name, args, work)
+        if name.endswith(PROFILE_SUFFIX):  # not a speed figure: the profiler slows the iterations it records
+            log = Path(result["log"])
+            target = out / (name.replace(PROFILE_SUFFIX, "_profile") + ".log")
+            target.write_text(log.read_text(encoding="utf-8", errors="replace"), encoding="utf-8")
+            print(f"[{name}] rc {result['exit_code']}: log with the profiler table in {target}", flush=True)
+            continue
         result.update(tm.mfu(result["tokens_per_s"], model_config, SEQ, gpu))
         # kept so that a later job on the same warm machine can report variants measured here
         (work / f"{name}.result.json").write_text(json.dumps(result), encoding="utf-8")

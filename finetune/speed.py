@@ -77,6 +77,7 @@ class SpeedPlan:
     fused_kernels: dict | None = None  # Liger options, applied by finetune.xtuner_fast
     varlen_attn: bool = False
     dataloader_workers: int = 0
+    frozen_16bit: bool = False  # embeddings and output head keep 16-bit storage (finetune.xtuner_fast)
     iteration_scale: float = 1.0  # stock iterations per iteration of this plan (for save/eval intervals)
     parts: list[Part] = field(default_factory=list)
 
@@ -159,9 +160,23 @@ def plan_speed(spec, device: DeviceInfo, shape: ModelShape | None, *, on_gpu: bo
     micro, accum, micro_part = _micro_batch(spec, device, shape, on_gpu=on_gpu, quant=quant,
                                             checkpointing=checkpointing, fused_ce=fused is not None, varlen=varlen)
     workers, workers_part = _loader(spec, on_gpu)
-    parts += [micro_part, fused_part, varlen_part, workers_part]
+    frozen, frozen_part = _frozen_16bit(spec, on_gpu, dtype)
+    parts += [micro_part, fused_part, varlen_part, workers_part, frozen_part]
     return SpeedPlan("fast", micro, accum, dtype, fused_kernels=fused, varlen_attn=varlen, dataloader_workers=workers,
-                     iteration_scale=spec.batch_size / micro, parts=parts)
+                     frozen_16bit=frozen, iteration_scale=spec.batch_size / micro, parts=parts)
+
+
+def _frozen_16bit(spec, on_gpu: bool, dtype: str) -> tuple[bool, Part]:
+    name = "frozen 16-bit"
+    if spec.frozen_16bit == "off":
+        return False, Part(name, False, "off (--frozen-16bit off): peft's fp32 copies of the embeddings and head")
+    if not on_gpu or dtype == "float32":
+        if spec.frozen_16bit == "on":
+            raise InputError("--frozen-16bit on needs 16-bit weights (a GPU run).", "use --frozen-16bit off or auto.")
+        return False, Part(name, False, "CPU: the model trains in fp32")
+    bits = "bf16" if dtype == "bfloat16" else "fp16"
+    return True, Part(name, True, f"the frozen embeddings and output head stay {bits} (peft's prep copies them to "
+                      "fp32: ~2 GiB on a 7B model); same values, the embeddings still hand fp32 to the layers")
 
 
 def _loader(spec, on_gpu: bool) -> tuple[int, Part]:
@@ -287,5 +302,8 @@ def add_speed_arguments(parser) -> None:
                         "cross-entropy on CUDA (default auto: when installed)")
     parser.add_argument("--loader-workers", dest="loader_workers", default=None,
                         help="dataloader worker processes, pinned memory (default auto: 2 on GPU, 0 on CPU)")
+    parser.add_argument("--frozen-16bit", dest="frozen_16bit", choices=SWITCH_CHOICES, default=None,
+                        help="keep the frozen embeddings and output head in 16-bit instead of peft's fp32 copies "
+                        "(default auto: on GPU)")
     parser.add_argument("--varlen-attn", dest="varlen_attn", choices=SWITCH_CHOICES, default=None,
                         help="attention within each packed sample (flash-attn; default off)")
