@@ -42,7 +42,8 @@ PROFILE_SUFFIX = "+profile"  # e.g. fast+profile: 6 iterations, a torch profiler
 PROFILE_HOOK = """
 from mmengine.hooks import ProfilerHook
 custom_hooks += [dict(type=ProfilerHook, by_epoch=False, profile_times=6, schedule=dict(wait=2, warmup=1, active=3),
-                      on_trace_ready=dict(type="log_trace", sort_by="self_cuda_time_total", row_limit=45))]
+                      activity_with_cuda=True,
+                      on_trace_ready=dict(type="log_trace", sort_by="self_device_time_total", row_limit=60))]
 """
 
 
