@@ -58,7 +58,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--decode", choices=("auto", *DECODE_MODES), default=None,
                        help="static = preallocated KV cache with the decoding step compiled (fast batch-1 answers on "
                        "a GPU, one answer at a time); dynamic = eager, answers in parallel; auto = static on CUDA "
-                       "for 16/32-bit weights [DECODE, default auto]")
+                       "for 16-bit and 4-bit weights [DECODE, default auto]")
     group.add_argument("--no-compare", action="store_true",
                        help="do not load a second (base) model for the compare tab [COMPARE=0]")
     group.add_argument("--context", type=int, default=None,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU job: batch-1 decode of a 7B shape through the chat app's engine (dynamic vs static KV cache) against plain
 # eager generate, in bf16 and in nf4. Uses the users' lock (transformers 4.48 + bitsandbytes 0.50.2 from the wheels).
-# Prepare here (with network):  bash ../shared/gpu/fetch-wheels.sh gpu-carry      (gpu-carry/ is git-ignored)
+# Prepare here (with network):  bash bench/gpu_carry.sh
 # On the GPU machine (repository root, results under $OUT):  bash bench/gpu_decode.sh [REPEATS]
 set -euo pipefail
 repeats=${1:-5}

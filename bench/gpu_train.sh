@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # One GPU job: install the carried wheels, build the 7B-shape model and the corpus, run bench/gpu_train.py.
-# Prepare here (with network):  bash ../shared/gpu/fetch-wheels.sh gpu-carry &&
-#   pip download --no-deps liger-kernel==0.5.10 -d gpu-carry/liger      (gpu-carry/ is git-ignored)
+# Prepare here (with network):  bash bench/gpu_carry.sh
 # On the GPU machine (repository root, results under $OUT):  bash bench/gpu_train.sh [VARIANTS] [SAMPLES]
 set -euo pipefail
 variants=${1:-baseline,stock,fast}

@@ -256,7 +256,7 @@ optim_wrapper = dict(
                    "precision as --speed stock):\n")
         header += "".join(f"#   {line}\n" for line in describe(plan))
         header += ("#   (parts off: --micro-batch off, --no-bf16, --fused-kernels off, --varlen-attn off, "
-                   "--loader-workers 0; all: --speed stock)\n")
+                   "--loader-workers 0, --frozen-16bit off; all: --speed stock)\n")
     body = f'''import torch
 from datasets import load_dataset
 from mmengine.dataset import DefaultSampler

@@ -129,18 +129,20 @@ def read_model_shape(model_path: str) -> ModelShape | None:
 
 
 def estimate_memory_gib(shape: ModelShape, *, micro_batch: int, max_length: int, quant: str, lora_r: int,
-                        checkpointing: bool, fused_ce: bool) -> float:
-    """Peak training memory of a (Q)LoRA run, a rough model calibrated on XTuner's 7B QLoRA stock run (14.4 GiB
-    measured, ~14.9 estimated): weights, fp32 LoRA weights + grads + AdamW moments, and per sample the layer
-    activations plus the fp32 logits and their gradient that a fused linear cross-entropy never materialises."""
+                        checkpointing: bool, fused_ce: bool, frozen_16bit: bool = False) -> float:
+    """Peak training memory of a (Q)LoRA run, a rough model calibrated on measured 7B QLoRA runs (H100, packed
+    2048, docs/benchmarks.md): XTuner stock 15.0 GiB (estimated 15.5), fast micro-batch 4 with frozen 16-bit
+    14.7 (14.7) and without it 16.7 (16.8). Weights, fp32 LoRA weights + grads + AdamW moments, and per token one
+    layer's live activations, the checkpointed fp32 residual stream (peft's prep makes the embeddings' output fp32)
+    and the fp32 logits and their gradient that a fused linear cross-entropy never materialises."""
     weight_bytes = {"4bit": 0.54, "8bit": 1.06, "none": 2.0}[quant]
-    # peft's prepare_model_for_kbit_training keeps embeddings (and norms) in fp32
-    weights = shape.matmul_params * weight_bytes + shape.embedding_params * 4
+    # peft's prepare_model_for_kbit_training keeps embeddings (and norms) in fp32 unless frozen_16bit undoes it
+    weights = shape.matmul_params * weight_bytes + shape.embedding_params * (2 if frozen_16bit else 4)
     lora_params = lora_r * shape.layers * (8 * shape.hidden + 2 * shape.kv_dim + 3 * shape.intermediate)
     lora = lora_params * 16
     tokens = micro_batch * max_length
-    layer = tokens * (10 * shape.hidden + 4 * shape.intermediate) * 2  # one layer's live bf16 activations
-    checkpoints = tokens * shape.layers * shape.hidden * 2
+    layer = tokens * (15 * shape.hidden + 6 * shape.intermediate) * 2  # one layer's live activations
+    checkpoints = tokens * shape.layers * shape.hidden * 4
     activations = layer + checkpoints if checkpointing else layer * shape.layers
     logits = 0 if fused_ce else tokens * shape.vocab * 10  # bf16 logits, fp32 copy, fp32 gradient
     return (weights + lora + activations + logits) / 2**30 + CUDA_OVERHEAD_GIB
@@ -157,10 +159,11 @@ def plan_speed(spec, device: DeviceInfo, shape: ModelShape | None, *, on_gpu: bo
     parts = [_dtype_part(spec, device, on_gpu, dtype)]
     fused, fused_part = _fused(spec, device, shape, on_gpu)
     varlen, varlen_part = _varlen(spec, device, on_gpu)
-    micro, accum, micro_part = _micro_batch(spec, device, shape, on_gpu=on_gpu, quant=quant,
-                                            checkpointing=checkpointing, fused_ce=fused is not None, varlen=varlen)
-    workers, workers_part = _loader(spec, on_gpu)
     frozen, frozen_part = _frozen_16bit(spec, on_gpu, dtype)
+    micro, accum, micro_part = _micro_batch(spec, device, shape, on_gpu=on_gpu, quant=quant,
+                                            checkpointing=checkpointing, fused_ce=fused is not None, varlen=varlen,
+                                            frozen_16bit=frozen)
+    workers, workers_part = _loader(spec, on_gpu)
     parts += [micro_part, fused_part, varlen_part, workers_part, frozen_part]
     return SpeedPlan("fast", micro, accum, dtype, fused_kernels=fused, varlen_attn=varlen, dataloader_workers=workers,
                      frozen_16bit=frozen, iteration_scale=spec.batch_size / micro, parts=parts)
@@ -242,7 +245,7 @@ def _varlen(spec, device: DeviceInfo, on_gpu: bool) -> tuple[bool, Part]:
 
 
 def _micro_batch(spec, device: DeviceInfo, shape: ModelShape | None, *, on_gpu: bool, quant: str,
-                 checkpointing: bool, fused_ce: bool, varlen: bool) -> tuple[int, int, Part]:
+                 checkpointing: bool, fused_ce: bool, varlen: bool, frozen_16bit: bool) -> tuple[int, int, Part]:
     name = "micro-batch"
     effective = spec.batch_size * spec.grad_accum
     stock = f"stock {spec.batch_size} x {spec.grad_accum}"
@@ -276,7 +279,8 @@ def _micro_batch(spec, device: DeviceInfo, shape: ModelShape | None, *, on_gpu: 
     candidates = [m for m in range(min(limit, effective), 0, -1) if effective % m == 0]
     for micro in candidates:
         need = estimate_memory_gib(shape, micro_batch=micro, max_length=spec.max_length, quant=quant,
-                                   lora_r=spec.lora_r, checkpointing=checkpointing, fused_ce=fused_ce)
+                                   lora_r=spec.lora_r, checkpointing=checkpointing, fused_ce=fused_ce,
+                                   frozen_16bit=frozen_16bit)
         if need <= budget:
             return chosen(micro, micro != spec.batch_size,
                           f"~{need:.1f} GiB estimated of {device.free_gib:.1f} GiB free")

@@ -199,6 +199,16 @@ def test_decode_mode_auto_is_dynamic_on_cpu_and_bad_modes_are_refused(plain_engi
 
     assert resolve_decode("auto", plain_engine.model) == "dynamic"
     assert resolve_decode("static", plain_engine.model) == "static"
+
+    class OnCuda:  # stands in for a model on a GPU (none here): resolve_decode reads only these attributes
+        def __init__(self, **attributes):
+            self.device = torch.device("cuda")
+            self.__dict__.update(attributes)
+
+    assert resolve_decode("auto", OnCuda()) == "static"
+    assert resolve_decode("auto", OnCuda(is_quantized=True, is_loaded_in_4bit=True)) == "static"  # measured on GPU
+    assert resolve_decode("auto", OnCuda(is_quantized=True, is_loaded_in_8bit=True)) == "dynamic"
+    assert resolve_decode("auto", OnCuda(quantization_method="gptq")) == "dynamic"
     with pytest.raises(SettingsError, match="Unknown decode mode"):
         ChatEngine(plain_engine.model, plain_engine.tokenizer, decode="fast")
 

@@ -56,7 +56,8 @@ def test_gpu_qlora_config_text(data_file):
         text = render(spec)
     assert "load_in_4bit=True" in text and 'bnb_4bit_quant_type="nf4"' in text
     assert "type=AmpOptimWrapper" in text and 'dtype="bfloat16"' in text
-    assert "from xtuner.model import SupervisedFinetune" in text
+    # frozen 16-bit (the fast default on GPU) comes with our subclass of XTuner's model
+    assert "from finetune.xtuner_fast import SupervisedFinetune" in text and "frozen_16bit=True" in text
     assert "prompt_template = PROMPT_TEMPLATE.internlm2_chat" in text
     assert "trust_remote_code=True" in text
     compile(text, "cfg.py", "exec")
@@ -137,9 +138,10 @@ def test_stock_render_is_the_config_generator_before_the_speed_profile(kind, bf1
 def test_fast_with_every_part_off_is_stock_plus_the_header(bf16_gpu):
     spec = golden_specs()["gpu"]
     spec.micro_batch, spec.fused_kernels, spec.varlen_attn, spec.loader_workers = "off", "off", "off", "0"
+    spec.frozen_16bit = "off"
     lines = normalised(render(spec, command="python -m finetune config ...", config_path="cfg.py")).splitlines()
     speed_lines = [line for line in lines if line.startswith(("# Speed profile", "#   o", "#   (parts off"))]
-    assert len(speed_lines) == 7 and all(line.startswith("#   off") for line in speed_lines[2:-1])
+    assert len(speed_lines) == 8 and all(line.startswith("#   off") for line in speed_lines[2:-1])
     body = [line for line in lines if line not in speed_lines]
     assert body == (GOLDEN / "stock_gpu_config.txt").read_text().splitlines()
 
