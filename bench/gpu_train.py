@@ -37,6 +37,7 @@ VARIANTS = {  # name -> ConfigSpec speed fields (None: the plain-PEFT baseline)
     "fast-mb1": {"speed": "fast", "micro_batch": "1"},
     "fast-nofused": {"speed": "fast", "fused_kernels": "off"},
     "fast-fp32frozen": {"speed": "fast", "frozen_16bit": "off"},  # peft's fp32 copies of embeddings and head
+    "fast-bf16residual": {"speed": "fast", "residual_16bit": "on"},  # every frozen weight bf16: the layers add in bf16
 }
 PROFILE_SUFFIX = "+profile"  # e.g. fast+profile: 6 iterations, a torch profiler table of iterations 4-6 in the log
 PROFILE_HOOK = """

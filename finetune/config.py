@@ -79,6 +79,7 @@ class ConfigSpec:
     fused_kernels: str = "auto"  # auto | on | off (Liger Kernel, CUDA)
     varlen_attn: str = "off"  # auto | on | off (flash-attn, packed data)
     frozen_16bit: str = "auto"  # auto | on | off: embeddings and output head stay 16-bit (GPU)
+    residual_16bit: str = "off"  # auto | on | off: every frozen weight stays 16-bit, the residual stream too (GPU)
     loader_workers: str = "auto"  # auto | N (0: load in the training process)
 
     def resolved_device(self) -> str:
@@ -182,12 +183,14 @@ def render(spec: ConfigSpec, *, command: str = "", config_path: str = "CONFIG.py
     grouped = spec.group_by_length and not spec.pack
     model_import = "from finetune.xtuner_compat import SupervisedFinetune" if not on_gpu else \
         "from xtuner.model import SupervisedFinetune"
-    if plan.fused_kernels or plan.frozen_16bit:
+    if plan.fused_kernels or plan.frozen_16bit or plan.residual_16bit:
         model_import = "from finetune.xtuner_fast import SupervisedFinetune"
     fused_arg = f"\n    fused_kernels={plan.fused_kernels!r},  # Liger Kernel (finetune/xtuner_fast.py)" \
         if plan.fused_kernels else ""
     if plan.frozen_16bit:
         fused_arg += "\n    frozen_16bit=True,  # embeddings and head stay 16-bit (finetune/xtuner_fast.py)"
+    if plan.residual_16bit:
+        fused_arg += "\n    residual_16bit=True,  # every frozen weight stays 16-bit (finetune/xtuner_fast.py)"
     loader_args = "\n    pin_memory=True,\n    persistent_workers=True," if plan.dataloader_workers else ""
     if grouped:
         model_import += "\nfrom finetune.xtuner_compat import LengthGroupedSampler"

@@ -293,7 +293,8 @@ CONFIG_FIELDS = ("prompt_template", "system", "pretrain", "epochs", "lr", "batch
                  "pack", "group_by_length", "lora_r", "lora_alpha", "quant", "device", "grad_checkpointing",
                  "evaluation_inputs",
                  "evaluation_freq", "eval_max_new_tokens", "save_steps", "save_total_limit", "seed", "speed",
-                 "micro_batch", "bf16", "fused_kernels", "varlen_attn", "loader_workers", "frozen_16bit")
+                 "micro_batch", "bf16", "fused_kernels", "varlen_attn", "loader_workers", "frozen_16bit",
+                 "residual_16bit")
 
 
 def _main(args) -> int:

@@ -78,6 +78,7 @@ class SpeedPlan:
     varlen_attn: bool = False
     dataloader_workers: int = 0
     frozen_16bit: bool = False  # embeddings and output head keep 16-bit storage (finetune.xtuner_fast)
+    residual_16bit: bool = False  # every frozen weight stays 16-bit: the residual stream too (opt-in)
     iteration_scale: float = 1.0  # stock iterations per iteration of this plan (for save/eval intervals)
     parts: list[Part] = field(default_factory=list)
 
@@ -129,7 +130,8 @@ def read_model_shape(model_path: str) -> ModelShape | None:
 
 
 def estimate_memory_gib(shape: ModelShape, *, micro_batch: int, max_length: int, quant: str, lora_r: int,
-                        checkpointing: bool, fused_ce: bool, frozen_16bit: bool = False) -> float:
+                        checkpointing: bool, fused_ce: bool, frozen_16bit: bool = False,
+                        residual_16bit: bool = False) -> float:
     """Peak training memory of a (Q)LoRA run, a rough model calibrated on measured 7B QLoRA runs (H100, packed
     2048, docs/benchmarks.md): XTuner stock 15.0 GiB (estimated 15.5), fast micro-batch 4 with frozen 16-bit
     14.7 (14.7) and without it 16.7 (16.8). Weights, fp32 LoRA weights + grads + AdamW moments, and per token one
@@ -137,12 +139,12 @@ def estimate_memory_gib(shape: ModelShape, *, micro_batch: int, max_length: int,
     and the fp32 logits and their gradient that a fused linear cross-entropy never materialises."""
     weight_bytes = {"4bit": 0.54, "8bit": 1.06, "none": 2.0}[quant]
     # peft's prepare_model_for_kbit_training keeps embeddings (and norms) in fp32 unless frozen_16bit undoes it
-    weights = shape.matmul_params * weight_bytes + shape.embedding_params * (2 if frozen_16bit else 4)
+    weights = shape.matmul_params * weight_bytes + shape.embedding_params * (2 if frozen_16bit or residual_16bit else 4)
     lora_params = lora_r * shape.layers * (8 * shape.hidden + 2 * shape.kv_dim + 3 * shape.intermediate)
     lora = lora_params * 16
     tokens = micro_batch * max_length
     layer = tokens * (15 * shape.hidden + 6 * shape.intermediate) * 2  # one layer's live activations
-    checkpoints = tokens * shape.layers * shape.hidden * 4
+    checkpoints = tokens * shape.layers * shape.hidden * (2 if residual_16bit else 4)
     activations = layer + checkpoints if checkpointing else layer * shape.layers
     logits = 0 if fused_ce else tokens * shape.vocab * 10  # bf16 logits, fp32 copy, fp32 gradient
     return (weights + lora + activations + logits) / 2**30 + CUDA_OVERHEAD_GIB
@@ -160,13 +162,15 @@ def plan_speed(spec, device: DeviceInfo, shape: ModelShape | None, *, on_gpu: bo
     fused, fused_part = _fused(spec, device, shape, on_gpu)
     varlen, varlen_part = _varlen(spec, device, on_gpu)
     frozen, frozen_part = _frozen_16bit(spec, on_gpu, dtype)
+    residual, residual_part = _residual_16bit(spec, on_gpu, dtype)
     micro, accum, micro_part = _micro_batch(spec, device, shape, on_gpu=on_gpu, quant=quant,
                                             checkpointing=checkpointing, fused_ce=fused is not None, varlen=varlen,
-                                            frozen_16bit=frozen)
+                                            frozen_16bit=frozen, residual_16bit=residual)
     workers, workers_part = _loader(spec, on_gpu)
-    parts += [micro_part, fused_part, varlen_part, workers_part, frozen_part]
+    parts += [micro_part, fused_part, varlen_part, workers_part, frozen_part, residual_part]
     return SpeedPlan("fast", micro, accum, dtype, fused_kernels=fused, varlen_attn=varlen, dataloader_workers=workers,
-                     frozen_16bit=frozen, iteration_scale=spec.batch_size / micro, parts=parts)
+                     frozen_16bit=frozen, residual_16bit=residual, iteration_scale=spec.batch_size / micro,
+                     parts=parts)
 
 
 def _frozen_16bit(spec, on_gpu: bool, dtype: str) -> tuple[bool, Part]:
@@ -244,8 +248,25 @@ def _varlen(spec, device: DeviceInfo, on_gpu: bool) -> tuple[bool, Part]:
     return True, Part(name, True, detail)
 
 
+def _residual_16bit(spec, on_gpu: bool, dtype: str) -> tuple[bool, Part]:
+    name = "16-bit residual"
+    if spec.residual_16bit == "off":
+        return False, Part(name, False, "off (default: the layers add in fp32 as in stock); --residual-16bit on keeps "
+                           "every frozen weight 16-bit, as in inference: less memory and fewer casts, different "
+                           "rounding")
+    if not on_gpu or dtype == "float32":
+        if spec.residual_16bit == "on":
+            raise InputError("--residual-16bit on needs 16-bit weights (a GPU run).",
+                             "use --residual-16bit off.")
+        return False, Part(name, False, "CPU: the model trains in fp32")
+    bits = "bf16" if dtype == "bfloat16" else "fp16"
+    return True, Part(name, True, f"every frozen weight stays {bits} and the layers add in {bits} (peft's prep "
+                      "makes them fp32); LoRA weights stay fp32")
+
+
 def _micro_batch(spec, device: DeviceInfo, shape: ModelShape | None, *, on_gpu: bool, quant: str,
-                 checkpointing: bool, fused_ce: bool, varlen: bool, frozen_16bit: bool) -> tuple[int, int, Part]:
+                 checkpointing: bool, fused_ce: bool, varlen: bool, frozen_16bit: bool,
+                 residual_16bit: bool) -> tuple[int, int, Part]:
     name = "micro-batch"
     effective = spec.batch_size * spec.grad_accum
     stock = f"stock {spec.batch_size} x {spec.grad_accum}"
@@ -280,7 +301,7 @@ def _micro_batch(spec, device: DeviceInfo, shape: ModelShape | None, *, on_gpu: 
     for micro in candidates:
         need = estimate_memory_gib(shape, micro_batch=micro, max_length=spec.max_length, quant=quant,
                                    lora_r=spec.lora_r, checkpointing=checkpointing, fused_ce=fused_ce,
-                                   frozen_16bit=frozen_16bit)
+                                   frozen_16bit=frozen_16bit, residual_16bit=residual_16bit)
         if need <= budget:
             return chosen(micro, micro != spec.batch_size,
                           f"~{need:.1f} GiB estimated of {device.free_gib:.1f} GiB free")
@@ -309,5 +330,8 @@ def add_speed_arguments(parser) -> None:
     parser.add_argument("--frozen-16bit", dest="frozen_16bit", choices=SWITCH_CHOICES, default=None,
                         help="keep the frozen embeddings and output head in 16-bit instead of peft's fp32 copies "
                         "(default auto: on GPU)")
+    parser.add_argument("--residual-16bit", dest="residual_16bit", choices=SWITCH_CHOICES, default=None,
+                        help="keep every frozen weight in 16-bit, so the layers add in bf16/fp16 as in inference "
+                        "(default off: changes rounding; auto: on for GPU configs)")
     parser.add_argument("--varlen-attn", dest="varlen_attn", choices=SWITCH_CHOICES, default=None,
                         help="attention within each packed sample (flash-attn; default off)")

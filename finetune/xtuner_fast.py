@@ -87,14 +87,31 @@ def _head_forward(head):
     return forward
 
 
+def keep_residual_16bit(model) -> str:
+    """Undo all of peft's fp32 copies of frozen weights (embeddings, head, norms): the model then trains as it was
+    loaded, the residual stream and the checkpointed activations in 16-bit, as in inference; only the LoRA weights
+    stay fp32. Unlike keep_frozen_16bit this changes the numbers: the layers add in 16-bit instead of fp32."""
+    loaded = getattr(model.config, "torch_dtype", None)
+    if loaded not in (torch.bfloat16, torch.float16):
+        return f"skipped: the model was loaded as {loaded}"
+    copies = [p for p in model.parameters() if not p.requires_grad and p.dtype == torch.float32]
+    for parameter in copies:
+        parameter.data = parameter.data.to(loaded)
+    size = sum(p.numel() for p in copies) * 2 / 2**30
+    return f"kept {loaded}: {len(copies)} frozen tensors ({size:.2f} GiB); the residual stream is {loaded}"
+
+
 class SupervisedFinetune(_SupervisedFinetune):
-    def __init__(self, llm, *args, fused_kernels: dict | None = None, frozen_16bit: bool = False, **kwargs):
+    def __init__(self, llm, *args, fused_kernels: dict | None = None, frozen_16bit: bool = False,
+                 residual_16bit: bool = False, **kwargs):
         if fused_kernels:
             outcome = apply_fused_kernels(llm["pretrained_model_name_or_path"], dict(fused_kernels))
             print_log(f"fused kernels: {outcome}", "current")
         super().__init__(llm, *args, **kwargs)
-        if frozen_16bit and self.use_lora:
+        if residual_16bit and self.use_lora:
+            print_log(f"16-bit residual: {keep_residual_16bit(self.llm)}", "current")
+        elif frozen_16bit and self.use_lora:
             print_log(f"frozen 16-bit: {keep_frozen_16bit(self.llm)}", "current")
 
 
-__all__ = ["SupervisedFinetune", "apply_fused_kernels", "keep_frozen_16bit"]
+__all__ = ["SupervisedFinetune", "apply_fused_kernels", "keep_frozen_16bit", "keep_residual_16bit"]

@@ -141,7 +141,7 @@ def test_fast_with_every_part_off_is_stock_plus_the_header(bf16_gpu):
     spec.frozen_16bit = "off"
     lines = normalised(render(spec, command="python -m finetune config ...", config_path="cfg.py")).splitlines()
     speed_lines = [line for line in lines if line.startswith(("# Speed profile", "#   o", "#   (parts off"))]
-    assert len(speed_lines) == 8 and all(line.startswith("#   off") for line in speed_lines[2:-1])
+    assert len(speed_lines) == 9 and all(line.startswith("#   off") for line in speed_lines[2:-1])
     body = [line for line in lines if line not in speed_lines]
     assert body == (GOLDEN / "stock_gpu_config.txt").read_text().splitlines()
 

@@ -74,6 +74,27 @@ def test_each_switch_turns_its_part_off():
     assert stock.dtype == "bfloat16"  # what the config generator already wrote for bf16 GPUs
 
 
+def test_16bit_weight_parts_default_and_switches():
+    plan = gpu_plan()
+    assert plan.frozen_16bit and not plan.residual_16bit  # lossless on by default, the rounding change opt-in
+    assert "--residual-16bit on" in parts(plan)["16-bit residual"].detail
+    assert not gpu_plan(frozen_16bit="off").frozen_16bit
+    assert gpu_plan(residual_16bit="on").residual_16bit and gpu_plan(residual_16bit="auto").residual_16bit
+    assert "layers add in bf16" in parts(gpu_plan(residual_16bit="on"))["16-bit residual"].detail
+    for option in ("frozen_16bit", "residual_16bit"):
+        spec = ConfigSpec(model_path="/m", data_files=[], **{option: "on"})
+        with pytest.raises(InputError, match="needs 16-bit weights"):
+            plan_speed(spec, DeviceInfo(), None, on_gpu=False, quant="none", checkpointing=False)
+        cpu = plan_speed(ConfigSpec(model_path="/m", data_files=[], **{option: "auto"}), DeviceInfo(), None,
+                         on_gpu=False, quant="none", checkpointing=False)
+        assert not cpu.frozen_16bit and not cpu.residual_16bit
+    # 16-bit checkpoints: the estimate at micro-batch 4 drops by the fp32 half of the residual stream
+    common = dict(micro_batch=4, max_length=2048, quant="4bit", lora_r=64, checkpointing=True, fused_ce=True)
+    lean = estimate_memory_gib(QWEN7B, frozen_16bit=True, **common)
+    residual = estimate_memory_gib(QWEN7B, residual_16bit=True, **common)
+    assert lean - residual == pytest.approx(4 * 2048 * 28 * 3584 * 2 / 2**30)
+
+
 def test_fused_kernels_only_where_liger_has_them():
     assert gpu_plan(device=DeviceInfo(cuda=True, bf16=True, free_gib=78.0)).fused_kernels is None  # not installed
     off = parts(gpu_plan(device=DeviceInfo(cuda=True, bf16=True, free_gib=78.0)))["fused kernels"]
