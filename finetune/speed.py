@@ -259,9 +259,13 @@ def _residual_16bit(spec, on_gpu: bool, dtype: str) -> tuple[bool, Part]:
             raise InputError("--residual-16bit on needs 16-bit weights (a GPU run).",
                              "use --residual-16bit off.")
         return False, Part(name, False, "CPU: the model trains in fp32")
-    bits = "bf16" if dtype == "bfloat16" else "fp16"
-    return True, Part(name, True, f"every frozen weight stays {bits} and the layers add in {bits} (peft's prep "
-                      "makes them fp32); LoRA weights stay fp32")
+    if dtype != "bfloat16":  # fp16's range is too small for the residual adds of large models
+        if spec.residual_16bit == "on":
+            raise InputError("--residual-16bit on needs bf16 (fp16 residual adds can overflow).",
+                             "write the config on a GPU with bf16, or use --residual-16bit off.")
+        return False, Part(name, False, "fp16 here: the residual stream stays fp32 (bf16 GPUs only)")
+    return True, Part(name, True, "every frozen weight stays bf16 and the layers add in bf16 (peft's prep makes them "
+                      "fp32); LoRA weights stay fp32")
 
 
 def _micro_batch(spec, device: DeviceInfo, shape: ModelShape | None, *, on_gpu: bool, quant: str,
@@ -332,6 +336,6 @@ def add_speed_arguments(parser) -> None:
                         "(default auto: on GPU)")
     parser.add_argument("--residual-16bit", dest="residual_16bit", choices=SWITCH_CHOICES, default=None,
                         help="keep every frozen weight in 16-bit, so the layers add in bf16/fp16 as in inference "
-                        "(default off: changes rounding; auto: on for GPU configs)")
+                        "(default off: changes rounding; auto: on for bf16 GPU configs)")
     parser.add_argument("--varlen-attn", dest="varlen_attn", choices=SWITCH_CHOICES, default=None,
                         help="attention within each packed sample (flash-attn; default off)")

@@ -81,6 +81,9 @@ def test_16bit_weight_parts_default_and_switches():
     assert not gpu_plan(frozen_16bit="off").frozen_16bit
     assert gpu_plan(residual_16bit="on").residual_16bit and gpu_plan(residual_16bit="auto").residual_16bit
     assert "layers add in bf16" in parts(gpu_plan(residual_16bit="on"))["16-bit residual"].detail
+    assert not gpu_plan(residual_16bit="auto", bf16=False).residual_16bit  # fp16 AMP: the residual stays fp32
+    with pytest.raises(InputError, match="needs bf16"):
+        gpu_plan(residual_16bit="on", bf16=False)
     for option in ("frozen_16bit", "residual_16bit"):
         spec = ConfigSpec(model_path="/m", data_files=[], **{option: "on"})
         with pytest.raises(InputError, match="needs 16-bit weights"):
