@@ -7,7 +7,7 @@ variants=${1:-baseline,stock,fast}
 samples=${2:-160}
 out=${OUT:-/tmp/gpu_train_out}
 source bench/gpu_setup.sh
-if ls gpu-carry/liger/*.whl >/dev/null 2>&1; then
+if [ ! -d /tmp/site/liger_kernel ] && ls gpu-carry/liger/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site gpu-carry/liger/*.whl
 fi
 [ -f /tmp/corpus.jsonl ] || python3 "$shared/gen_data.py" /tmp/corpus.jsonl

@@ -185,12 +185,12 @@ def render(spec: ConfigSpec, *, command: str = "", config_path: str = "CONFIG.py
         "from xtuner.model import SupervisedFinetune"
     if plan.fused_kernels or plan.frozen_16bit or plan.residual_16bit:
         model_import = "from finetune.xtuner_fast import SupervisedFinetune"
-    fused_arg = f"\n    fused_kernels={plan.fused_kernels!r},  # Liger Kernel (finetune/xtuner_fast.py)" \
+    model_args = f"\n    fused_kernels={plan.fused_kernels!r},  # Liger Kernel (finetune/xtuner_fast.py)" \
         if plan.fused_kernels else ""
     if plan.frozen_16bit:
-        fused_arg += "\n    frozen_16bit=True,  # embeddings and head stay 16-bit (finetune/xtuner_fast.py)"
+        model_args += "\n    frozen_16bit=True,  # embeddings and head stay 16-bit (finetune/xtuner_fast.py)"
     if plan.residual_16bit:
-        fused_arg += "\n    residual_16bit=True,  # every frozen weight stays 16-bit (finetune/xtuner_fast.py)"
+        model_args += "\n    residual_16bit=True,  # every frozen weight stays 16-bit (finetune/xtuner_fast.py)"
     loader_args = "\n    pin_memory=True,\n    persistent_workers=True," if plan.dataloader_workers else ""
     if grouped:
         model_import += "\nfrom finetune.xtuner_compat import LengthGroupedSampler"
@@ -329,7 +329,7 @@ tokenizer = dict(
 )
 
 model = dict(
-    type=SupervisedFinetune,{fused_arg}
+    type=SupervisedFinetune,{model_args}
     use_varlen_attn=use_varlen_attn,
     use_activation_checkpointing={checkpointing},
     llm=dict(

@@ -49,15 +49,21 @@ def apply_fused_kernels(model_path: str, options: dict) -> str:
     return f"liger-kernel applied to {model_type}: {', '.join(key for key, value in kwargs.items() if value)}"
 
 
+def _loaded_16bit(model):
+    """The 16-bit dtype the model was loaded in (what peft's fp32 copies can go back to), else None."""
+    loaded = getattr(model.config, "torch_dtype", None)
+    return loaded if loaded in (torch.bfloat16, torch.float16) else None
+
+
 def keep_frozen_16bit(model) -> str:
     """Undo peft's fp32 copies of the frozen input embeddings and output head (prepare_model_for_kbit_training
     upcasts every 16-bit parameter that is not 4-bit). They were loaded in 16-bit, so casting back loses nothing;
     the embeddings' output is still handed to the layers in fp32 and autocast runs the head's matmul in 16-bit
     either way, so training computes the same numbers with ~2 GiB less memory on a 7B model."""
-    loaded = getattr(model.config, "torch_dtype", None)
-    if loaded not in (torch.bfloat16, torch.float16):
-        return f"skipped: the model was loaded as {loaded}"
-    kept = []
+    loaded = _loaded_16bit(model)
+    if loaded is None:
+        return f"skipped: the model was loaded as {getattr(model.config, 'torch_dtype', None)}"
+    kept, cast = [], set()
     for role, module in (("embeddings", model.get_input_embeddings()), ("head", model.get_output_embeddings())):
         weight = getattr(module, "weight", None)
         if weight is None or weight.requires_grad:
@@ -65,8 +71,9 @@ def keep_frozen_16bit(model) -> str:
         if weight.dtype == torch.float32:
             weight.data = weight.data.to(loaded)
             kept.append(f"{role} ({weight.numel() * 2 / 2**30:.2f} GiB)")
-        elif weight.dtype != loaded or not kept:
-            continue  # not an fp32 copy, nor the embeddings' weight cast just above (a tied head)
+            cast.add(id(weight))
+        if id(weight) not in cast:  # not an fp32 copy (a tied head shares the embeddings' weight cast above)
+            continue
         if role == "embeddings":
             module.register_forward_hook(lambda _module, _inputs, output: output.to(torch.float32))
         else:
@@ -91,9 +98,9 @@ def keep_residual_16bit(model) -> str:
     """Undo all of peft's fp32 copies of frozen weights (embeddings, head, norms): the model then trains as it was
     loaded, the residual stream and the checkpointed activations in 16-bit, as in inference; only the LoRA weights
     stay fp32. Unlike keep_frozen_16bit this changes the numbers: the layers add in 16-bit instead of fp32."""
-    loaded = getattr(model.config, "torch_dtype", None)
-    if loaded not in (torch.bfloat16, torch.float16):
-        return f"skipped: the model was loaded as {loaded}"
+    loaded = _loaded_16bit(model)
+    if loaded is None:
+        return f"skipped: the model was loaded as {getattr(model.config, 'torch_dtype', None)}"
     copies = [p for p in model.parameters() if not p.requires_grad and p.dtype == torch.float32]
     for parameter in copies:
         parameter.data = parameter.data.to(loaded)
