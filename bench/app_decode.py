@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -138,10 +139,12 @@ def main(argv=None) -> int:
         "model": loaded.info.get("Model", args.model), "dtype": str(model.dtype), "bits": args.bits,
         "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "rows": rows,
         "peak_gpu_GiB": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+        "inductor_env": {k: v for k, v in os.environ.items() if k.startswith("TORCHINDUCTOR_")},
     }
     base = next((r for r in rows if r["path"] == "raw"), rows[0])
     print(f"{result['device']}, {result['model']}, {result['dtype']}, bits={args.bits}, prompt {args.prompt_tokens}, "
-          f"{args.new_tokens} new tokens, medians of {args.repeats}")
+          f"{args.new_tokens} new tokens, medians of {args.repeats}"
+          + "".join(f", {k}={v}" for k, v in result["inductor_env"].items()))
     print("| path | TTFT ms | decode tok/s | e2e tok/s | vs raw |")
     print("|---|---:|---:|---:|---:|")
     for row in rows:

@@ -6,6 +6,10 @@
 set -euo pipefail
 [ -d ../shared/gpu/bench ] || { echo "../shared/gpu/bench not found: run from the repository root"; exit 2; }
 bash ../shared/gpu/fetch-wheels.sh gpu-carry
+# fetch-wheels.sh brings peft 0.14.0; the LoRA layers measured must be the ones users run: the lock's peft
+peft=$(grep -i '^peft==' requirements.txt)
+rm -f gpu-carry/xt/peft-*.whl
+python3 -m pip download -q --no-deps "$peft" -d gpu-carry/xt
 python3 -m pip download -q --no-deps liger-kernel==0.5.10 -d gpu-carry/liger
 # bitsandbytes' wheel holds a library per CUDA version (42 MB); the GPU image's torch is CUDA 13: keep cuda13x + cpu
 python3 - gpu-carry/bnb/bitsandbytes-*.whl <<'EOF'

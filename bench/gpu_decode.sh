@@ -3,14 +3,17 @@
 # eager generate, in bf16 and in nf4. Uses the users' lock (transformers 4.48 + bitsandbytes 0.50.2 from the wheels).
 # Prepare here (with network):  bash bench/gpu_carry.sh
 # On the GPU machine (repository root, results under $OUT):  bash bench/gpu_decode.sh [REPEATS]
+# MODES=raw,static limits the paths; inductor settings pass through the environment, e.g.
+#   TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 MODES=raw,static bash bench/gpu_decode.sh 3
 set -euo pipefail
 repeats=${1:-5}
+modes=${MODES:-raw,dynamic,static}
 out=${OUT:-/tmp/gpu_decode_out}
 mkdir -p "$out"
 source bench/gpu_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 export PYTHONPATH=/tmp/site:/tmp/bnb:$PWD
-python3 bench/app_decode.py --model /tmp/m7b --dtype bf16 --repeats "$repeats" --json "$out/decode_bf16.json" \
+python3 bench/app_decode.py --model /tmp/m7b --dtype bf16 --repeats "$repeats" --modes "$modes" --json "$out/decode_bf16.json" \
   | tee "$out/decode_bf16.md"
-python3 bench/app_decode.py --model /tmp/m7b --bits 4 --repeats "$repeats" --json "$out/decode_nf4.json" \
+python3 bench/app_decode.py --model /tmp/m7b --bits 4 --repeats "$repeats" --modes "$modes" --json "$out/decode_nf4.json" \
   | tee "$out/decode_nf4.md"

@@ -39,30 +39,46 @@ VARIANTS = {  # name -> ConfigSpec speed fields (None: the plain-PEFT baseline)
     "fast-fp32frozen": {"speed": "fast", "frozen_16bit": "off"},  # peft's fp32 copies of embeddings and head
     "fast-bf16residual": {"speed": "fast", "residual_16bit": "on"},  # every frozen weight bf16: the layers add in bf16
 }
-PROFILE_SUFFIX = "+profile"  # e.g. fast+profile: 6 iterations, a torch profiler table of iterations 4-6 in the log
-PROFILE_HOOK = """
+# NAME+DIAGNOSTIC runs 6 iterations of NAME with this appended to its config; the log goes to OUT/NAME_DIAGNOSTIC.log
+DIAGNOSTICS = {
+    # a torch profiler table of iterations 4-6, sorted by GPU time
+    "profile": """
 from mmengine.hooks import ProfilerHook
 custom_hooks += [dict(type=ProfilerHook, by_epoch=False, profile_times=6, schedule=dict(wait=2, warmup=1, active=3),
                       activity_with_cuda=True,
                       on_trace_ready=dict(type="log_trace", sort_by="self_device_time_total", row_limit=60))]
-"""
+""",
+    # the Python stacks of all synchronizing CUDA calls (device-to-host copies, .item()), most frequent first
+    "syncs": """
+from sync_trace import SyncTraceHook
+custom_hooks += [dict(type=SyncTraceHook)]
+""",
+}
+
+
+def split_variant(name: str) -> tuple[str, str]:
+    """'fast+profile' -> ('fast', 'profile'); 'fast' -> ('fast', '')."""
+    base, _, diagnostic = name.partition("+")
+    if base not in VARIANTS or (diagnostic and diagnostic not in DIAGNOSTICS):
+        raise SystemExit(f"unknown variant {name!r}: use {', '.join(VARIANTS)}, optionally with "
+                         + " or ".join(f"+{d}" for d in DIAGNOSTICS))
+    return base, diagnostic
 
 
 def write_variant_config(name: str, args, work: Path) -> tuple[Path, dict]:
-    base = name.removesuffix(PROFILE_SUFFIX)
+    base, diagnostic = split_variant(name)
     spec = ConfigSpec(model_path=args.model, data_files=[args.corpus], preset="qwen2.5-7b-instruct", device="cuda",
                       quant="4bit", max_length=SEQ, pack=True, epochs=1, batch_size=1, grad_accum=EFFECTIVE_BATCH,
                       evaluation_inputs=["hi"], eval_max_new_tokens=1, save_steps=100000, save_total_limit=1,
                       **VARIANTS[base])
     config, plan = write_config(spec, work / f"{name}.py", command=f"bench/gpu_train.py variant {name}")
-    iters = 6 if name != base else max(1, args.samples // plan.micro_batch)
+    iters = 6 if diagnostic else max(1, args.samples // plan.micro_batch)
     text = config.read_text(encoding="utf-8")
     text = text.replace("train_cfg = dict(type=TrainLoop, max_epochs=max_epochs)",
                         f"train_cfg = dict(type=TrainLoop, max_iters={iters})")
     # each iteration's own time and loss (mmengine smooths logged values over 10 iterations by default)
     text = text.replace("log_processor = dict(by_epoch=False)", "log_processor = dict(by_epoch=False, window_size=1)")
-    if name != base:
-        text += PROFILE_HOOK
+    text += DIAGNOSTICS.get(diagnostic, "")
     config.write_text(text, encoding="utf-8")
     return config, plan.summary()
 
@@ -86,7 +102,7 @@ def run_variant(name: str, args, work: Path) -> dict:
         micro, accum, plan = 1, 1, {"note": "fixed baseline: batch 1, an optimizer step per sequence"}
     else:
         config, plan = write_variant_config(name, args, work)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), args.xtuner_pythonpath) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "bench"), args.xtuner_pythonpath) if p)
         code, wall = run_logged([sys.executable, "-m", "xtuner.tools.train", str(config), "--work-dir",
                                  str(work / f"wd-{name}")], log, env)
         records = tm.parse_xtuner_log(log.read_text(encoding="utf-8", errors="replace"))
@@ -128,7 +144,7 @@ def main() -> int:
     parser.add_argument("--npz", required=True, help="pack_data.py output of the same corpus (the baseline's data)")
     parser.add_argument("--baseline-script", dest="baseline_script", required=True)
     parser.add_argument("--variants", default="baseline,stock,fast",
-                        help=f"comma list of {', '.join(VARIANTS)} (NAME{PROFILE_SUFFIX}: profile NAME)")
+                        help=f"comma list of {', '.join(VARIANTS)}; NAME+{'|'.join(DIAGNOSTICS)}: diagnose NAME")
     parser.add_argument("--samples", type=int, default=160, help="packed sequences per variant")
     parser.add_argument("--work", default="/tmp/gpu_train", help="configs, logs, work dirs (kept for later jobs)")
     parser.add_argument("--out", required=True, help="where the JSON, Markdown and PNG go")
@@ -143,14 +159,16 @@ def main() -> int:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     model_config = json.loads((Path(args.model) / "config.json").read_text(encoding="utf-8"))
     results = []
-    for name in args.variants.split(","):
+    names = args.variants.split(",")
+    for name in names:
+        split_variant(name)  # an unknown name fails before the first run, not after minutes of others
+    for name in names:
         print(f"[{name}] ...", flush=True)
         result = run_variant(name, args, work)
-        if name.endswith(PROFILE_SUFFIX):  # not a speed figure: the profiler slows the iterations it records
-            log = Path(result["log"])
-            target = out / (name.replace(PROFILE_SUFFIX, "_profile") + ".log")
-            target.write_text(log.read_text(encoding="utf-8", errors="replace"), encoding="utf-8")
-            print(f"[{name}] rc {result['exit_code']}: log with the profiler table in {target}", flush=True)
+        if "+" in name:  # not a speed figure: a diagnostic slows the iterations it watches
+            target = out / (name.replace("+", "_") + ".log")
+            target.write_text(Path(result["log"]).read_text(encoding="utf-8", errors="replace"), encoding="utf-8")
+            print(f"[{name}] rc {result['exit_code']}: its log is {target}", flush=True)
             continue
         result.update(tm.mfu(result["tokens_per_s"], model_config, SEQ, gpu))
         # kept so that a later job on the same warm machine can report variants measured here
