@@ -38,6 +38,7 @@ VARIANTS = {  # name -> ConfigSpec speed fields (None: the plain-PEFT baseline)
     "fast-nofused": {"speed": "fast", "fused_kernels": "off"},
     "fast-fp32frozen": {"speed": "fast", "frozen_16bit": "off"},  # peft's fp32 copies of embeddings and head
     "fast-bf16residual": {"speed": "fast", "residual_16bit": "on"},  # every frozen weight bf16: the layers add in bf16
+    "fast-bf16residual-mb2": {"speed": "fast", "residual_16bit": "on", "micro_batch": "2"},  # estimated 11.2 GiB
 }
 # NAME+DIAGNOSTIC runs 6 iterations of NAME with this appended to its config; the log goes to OUT/NAME_DIAGNOSTIC.log
 DIAGNOSTICS = {
