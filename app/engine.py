@@ -100,10 +100,10 @@ def context_window(model: Any, tokenizer: Any) -> int | None:
 class RowStreamer:
     """A transformers streamer for any batch size: puts (row, new_text) on a queue as tokens arrive.
 
-    Each row's open line is decoded whole at every step, so multi-byte characters and word-piece spacing come out
-    right; text ending in an incomplete character is held back until it completes. A line is closed at a newline
-    (as transformers' own streamers do), so the work per token stays small however long the answer gets.
-    A row ends at its first stop token.
+    Decoding is incremental, as vLLM's detokenizer does it: each step decodes only the tokens since the last emitted
+    text plus the few before them (for spacing and split characters), so the work per token stays small however
+    long a line gets (re-decoding a whole open line cost ~0.5 ms per token at 160 tokens, on the generating thread).
+    Text ending in an incomplete character is held back until it completes. A row ends at its first stop token.
     """
 
     DONE = object()
@@ -114,9 +114,8 @@ class RowStreamer:
         self.stop_ids = set(stop_ids)
         self.row_offset = row_offset
         self.tokens: list[list[int]] = [[] for _ in range(rows)]
-        self.line_start = [0] * rows  # index in tokens[row] where the open line begins
-        self.closed = [""] * rows  # text of the closed lines
-        self.sent = [0] * rows
+        self.prefix_start = [0] * rows  # decoding context: tokens[prefix_start:read_start] were already emitted
+        self.read_start = [0] * rows
         self.finished = [False] * rows
         self.queue: queue.Queue = out if out is not None else queue.Queue()
         self._prompt_seen = False
@@ -144,16 +143,13 @@ class RowStreamer:
         self.queue.put(self.DONE)
 
     def _emit(self, row: int, *, final: bool) -> None:
-        line = self.tokenizer.decode(self.tokens[row][self.line_start[row]:], skip_special_tokens=True)
-        if not final and line.endswith("\ufffd"):
+        tokens, start, read = self.tokens[row], self.prefix_start[row], self.read_start[row]
+        emitted = self.tokenizer.decode(tokens[start:read], skip_special_tokens=True)
+        text = self.tokenizer.decode(tokens[start:], skip_special_tokens=True)
+        if len(text) <= len(emitted) or (text.endswith("\ufffd") and not final):
             return
-        text = self.closed[row] + line
-        if len(text) > self.sent[row]:
-            self.queue.put((row + self.row_offset, text[self.sent[row]:]))
-            self.sent[row] = len(text)
-        if line.endswith("\n"):
-            self.closed[row] = text
-            self.line_start[row] = len(self.tokens[row])
+        self.queue.put((row + self.row_offset, text[len(emitted):]))
+        self.prefix_start[row], self.read_start[row] = read, len(tokens)
 
 
 def _stop_criteria(stop: threading.Event) -> Any:

@@ -232,3 +232,58 @@ def test_the_page_keeps_saying_stopped_and_never_resends_an_unchanged_status(pla
 
     finished = list(handlers.chat("Say hi.", [], "", 4, 0, 0.9, 40, 1.1, request))
     assert finished[-1][-1] == ""  # a finished answer's status is its notices: none here
+
+
+STREAM_TEXTS = [
+    "I am Xiaowei's assistant, fine-tuned to answer questions about the camp. " * 12,  # one long line
+    "Fruits:\n1. Apple\n2. Banana\n\n3. Cherry  (with two spaces)\n",
+    "我是小薇的智能助手，很高兴为你服务！北京是中国的首都。",
+    "Café déjà vu 🙂🚀 naïve — “quotes” ½",
+]
+
+
+@pytest.mark.parametrize("text", STREAM_TEXTS)
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_row_streamer_pieces_join_to_the_whole_decode(tokenizer, text, chunk):
+    """Incremental decoding: token by token (or a few at a time), the pieces join to exactly what a single decode
+    of all the tokens gives, and no piece carries half a character."""
+    import queue
+
+    from app.engine import RowStreamer
+
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    out: queue.Queue = queue.Queue()
+    streamer = RowStreamer(tokenizer, 1, [tokenizer.eos_token_id], out=out)
+    streamer.put(torch.tensor([[1, 2]]))  # the prompt, which generate() hands over first
+    for at in range(0, len(ids), chunk):
+        streamer.put(torch.tensor([ids[at:at + chunk]]))
+    streamer.end()
+    items = list(iter(out.get, RowStreamer.DONE))
+    pieces = [piece for row, piece in items]
+    assert {row for row, _ in items} == {0}
+    assert "".join(pieces) == tokenizer.decode(ids, skip_special_tokens=True)
+    assert len(pieces) > len(ids) // (2 * chunk)  # streamed, not held back to the end
+    assert not any("\ufffd" in piece for piece in pieces)
+
+
+def test_row_streamer_rows_end_at_their_stop_token(tokenizer):
+    import queue
+
+    from app.engine import RowStreamer
+
+    a = tokenizer("Hello there, friend", add_special_tokens=False)["input_ids"]
+    b = tokenizer("你好，朋友们", add_special_tokens=False)["input_ids"]
+    width = max(len(a), len(b)) + 2
+    stop = tokenizer.eos_token_id
+    rows = [a + [stop] + a, b + [stop] + b]
+    rows = [r[:width] + [stop] * (width - len(r[:width])) for r in rows]
+    out: queue.Queue = queue.Queue()
+    streamer = RowStreamer(tokenizer, 2, [stop], row_offset=3, out=out)
+    streamer.put(torch.tensor([[1], [1]]))
+    for step in range(width):
+        streamer.put(torch.tensor([[rows[0][step]], [rows[1][step]]]))
+    streamer.end()
+    texts = {3: "", 4: ""}
+    for row, piece in iter(out.get, RowStreamer.DONE):
+        texts[row] += piece
+    assert texts == {3: "Hello there, friend", 4: "你好，朋友们"}
