@@ -18,6 +18,9 @@ setup: $(STAMP)
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# the CUDA torch stack first, alone: pip keeps every downloaded wheel until its command ends, so one command
+	@# for all would need the 2.9 GB of wheels and the 7 GB they unpack to on disk at the same time
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $$(grep -E '^(torch|triton|nvidia-)' requirements.txt)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.txt
 	$(PY) -c "from finetune.embedded import ensure_embedded_model; ensure_embedded_model()"
 	@rm -f $(VENV)/.installed-* && touch $@
