@@ -102,7 +102,8 @@ class RowStreamer:
 
     Decoding is incremental, as vLLM's detokenizer does it: each step decodes only the tokens since the last emitted
     text plus the few before them (for spacing and split characters), so the work per token stays small however
-    long a line gets (re-decoding a whole open line cost ~0.5 ms per token at 160 tokens, on the generating thread).
+    long a line gets (re-decoding the whole open line cost ~0.7 ms per token at 256 tokens, on the generating thread:
+    bench/app_streamer.py).
     Text ending in an incomplete character is held back until it completes. A row ends at its first stop token.
     """
 

@@ -63,6 +63,8 @@ def split_variant(name: str) -> tuple[str, str]:
     if base not in VARIANTS or (diagnostic and diagnostic not in DIAGNOSTICS):
         raise SystemExit(f"unknown variant {name!r}: use {', '.join(VARIANTS)}, optionally with "
                          + " or ".join(f"+{d}" for d in DIAGNOSTICS))
+    if diagnostic and VARIANTS[base] is None:
+        raise SystemExit(f"{name!r}: the diagnostics hook into XTuner configs; the fixed baseline has none")
     return base, diagnostic
 
 

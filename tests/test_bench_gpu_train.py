@@ -27,6 +27,8 @@ def test_unknown_variant_or_diagnostic_is_refused_with_the_choices():
     for bad in ("fast+bogus", "fastest", "fastest+profile"):
         with pytest.raises(SystemExit, match="fast-bf16residual.*\\+profile or \\+syncs"):
             gpu_train.split_variant(bad)
+    with pytest.raises(SystemExit, match="fixed baseline"):
+        gpu_train.split_variant("baseline+syncs")
 
 
 def test_syncs_variant_config_adds_the_tracer_hook_and_runs_six_iterations(embedded_model, tmp_path):
