@@ -15,14 +15,6 @@ from mmengine.hooks import Hook
 
 SYNC_MESSAGE = "called a synchronizing CUDA operation"
 STACK_DEPTH = 18
-counts: collections.Counter[str] = collections.Counter()
-
-
-def report(top: int = 8) -> str:
-    lines = [f"[syncs] {sum(counts.values())} synchronizing CUDA calls from {len(counts)} distinct stacks"]
-    for stack, count in counts.most_common(top):
-        lines.append(f"[syncs] {count} x, innermost last:\n{stack.rstrip()}")
-    return "\n".join(lines)
 
 
 class SyncTraceHook(Hook):
@@ -31,6 +23,7 @@ class SyncTraceHook(Hook):
     priority = "VERY_LOW"
 
     def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()  # calling stack -> synchronizing calls
         self.show_other_warnings = warnings.showwarning
 
     def record(self, message, category, filename, lineno, file=None, line=None) -> None:
@@ -38,7 +31,14 @@ class SyncTraceHook(Hook):
             self.show_other_warnings(message, category, filename, lineno, file, line)
             return
         stack = traceback.format_stack(limit=STACK_DEPTH)[:-2]  # drop the warnings machinery and this method
-        counts["".join(stack)] += 1
+        self.counts["".join(stack)] += 1
+
+    def report(self, top: int = 8) -> str:
+        total, stacks = sum(self.counts.values()), len(self.counts)
+        lines = [f"[syncs] {total} synchronizing CUDA calls from {stacks} distinct stacks"]
+        for stack, count in self.counts.most_common(top):
+            lines.append(f"[syncs] {count} x, innermost last:\n{stack.rstrip()}")
+        return "\n".join(lines)
 
     def before_train(self, runner) -> None:
         self.show_other_warnings = warnings.showwarning
@@ -51,4 +51,4 @@ class SyncTraceHook(Hook):
         if torch.cuda.is_available():
             torch.cuda.set_sync_debug_mode("default")
         warnings.showwarning = self.show_other_warnings
-        runner.logger.info(report())
+        runner.logger.info(self.report())

@@ -50,7 +50,6 @@ def test_sync_tracer_counts_each_calling_stack_during_training(monkeypatch):
 
     import sync_trace
 
-    monkeypatch.setattr(sync_trace, "counts", type(sync_trace.counts)())
     logged: list[str] = []
     runner = types.SimpleNamespace(logger=logging.getLogger("test_sync_trace"))
     monkeypatch.setattr(runner.logger, "info", logged.append)
