@@ -154,6 +154,9 @@ def main() -> int:
     parser.add_argument("--xtuner-pythonpath", dest="xtuner_pythonpath", default=os.environ.get("PYTHONPATH", ""))
     parser.add_argument("--baseline-pythonpath", dest="baseline_pythonpath", default="/tmp/bnb")
     args = parser.parse_args()
+    names = args.variants.split(",")
+    for name in names:
+        split_variant(name)  # an unknown name fails before the first run, not after minutes of others
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -162,9 +165,6 @@ def main() -> int:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     model_config = json.loads((Path(args.model) / "config.json").read_text(encoding="utf-8"))
     results = []
-    names = args.variants.split(",")
-    for name in names:
-        split_variant(name)  # an unknown name fails before the first run, not after minutes of others
     for name in names:
         print(f"[{name}] ...", flush=True)
         result = run_variant(name, args, work)
