@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backend import Engine, Message
+from .decoder import CompiledDecoder, Sampling, supports_static_cache
 from .errors import SettingsError
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<eoa>")
 DEFAULT_MAX_INPUT_CHARS = 16_000
-DECODE_MODES = ("dynamic", "static")
+DECODE_MODES = ("dynamic", "static", "compiled")
 
 
 @dataclass
@@ -125,7 +126,10 @@ class RowStreamer:
         if not self._prompt_seen:  # generate() first hands over the prompt
             self._prompt_seen = True
             return
-        values = value.reshape(len(self.tokens), -1).tolist()
+        self.put_tokens(value.reshape(len(self.tokens), -1).tolist())
+
+    def put_tokens(self, values: list[list[int]]) -> None:
+        """New token ids, one list per row."""
         for row, new in enumerate(values):
             before = len(self.tokens[row])
             for token in new:
@@ -167,13 +171,18 @@ def _stop_criteria(stop: threading.Event) -> Any:
 
 @dataclass
 class _Job:
-    """One generate() call on a worker thread; its future holds the outcome (an error is re-raised to the reader)."""
+    """One answer generated on a worker thread; its future holds the outcome (an error is re-raised to the reader).
+    `generate` streams into `streamer` and ends it."""
 
-    model: Any
-    kwargs: dict[str, Any]
+    generate: Callable[[], Any]
     streamer: RowStreamer
     lock: threading.Lock | None = None
     future: Future | None = None
+
+    @classmethod
+    def transformers(cls, model: Any, kwargs: dict[str, Any], streamer: RowStreamer,
+                     lock: threading.Lock | None = None) -> _Job:
+        return cls(lambda: model.generate(**kwargs, streamer=streamer), streamer, lock)
 
     def start(self, pool: ThreadPoolExecutor) -> _Job:
         self.future = pool.submit(self._run)
@@ -184,7 +193,7 @@ class _Job:
 
         try:
             with self.lock or nullcontext(), torch.inference_mode():
-                self.model.generate(**self.kwargs, streamer=self.streamer)
+                self.generate()
         except BaseException:
             self.streamer.end()  # wake the reader, which then re-raises this from the future
             raise
@@ -241,14 +250,25 @@ class ChatEngine(Engine):
         if decode not in DECODE_MODES:
             raise SettingsError(f"Unknown decode mode '{decode}'.", f"use one of: {', '.join(DECODE_MODES)}.")
         # static: a preallocated KV cache, which transformers compiles the decoding step for on CUDA (CUDA graphs).
-        # The model keeps that one cache for every call, so static answers are generated one at a time.
+        # compiled: the same cache with our own loop (app/decoder.py). Either keeps one cache for every call, so
+        # their answers are generated one at a time.
+        if decode != "dynamic" and not supports_static_cache(model):
+            raise SettingsError(f"--decode {decode} needs a static KV cache, which {type(model).__name__} does not "
+                                "support in transformers.", "use --decode dynamic (or auto).")
         self.decode = decode
         # PEFT switches adapters with module hooks: one generation at a time on a shared-weights model.
-        self._lock = threading.Lock() if self.shares_base or decode == "static" else None
+        self._lock = threading.Lock() if self.shares_base or decode != "dynamic" else None
         self._stop_ids = stop_token_ids(model, tokenizer)
+        self._decoder = None
+        if decode == "compiled":
+            self._decoder = CompiledDecoder(model, self._stop_ids)
         # Long-lived worker threads, not one per answer: torch's CPU thread team is per calling thread, and a fresh
         # team for every answer (with the old ones still spinning) cost ~12 % of decode speed on 2 cores.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="app-generate")
+        # Static and compiled answers run one at a time anyway (the lock), and always on this one thread: torch's
+        # CUDA graph trees are per thread, so on the pool each worker would record its own graphs again.
+        self._graph_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="app-graph") \
+            if decode != "dynamic" else self._pool
         self._jobs: set[Future] = set()
 
     # ------------------------------------------------------------------ capabilities
@@ -312,9 +332,9 @@ class ChatEngine(Engine):
         """generate() calls still executing on the worker threads."""
         return sum(1 for future in list(self._jobs) if not future.done())
 
-    def _start(self, jobs: list[_Job]) -> list[_Job]:
+    def _start(self, jobs: list[_Job], pool: ThreadPoolExecutor | None = None) -> list[_Job]:
         for job in jobs:
-            job.start(self._pool)
+            job.start(pool or self._pool)
             self._jobs = {f for f in self._jobs if not f.done()} | {job.future}
         return jobs
 
@@ -335,26 +355,48 @@ class ChatEngine(Engine):
 
     @property
     def compiles(self) -> bool:
-        """Static decoding on CUDA, where transformers compiles the decoding step on the first answer."""
-        return self.decode == "static" and _device_of(self.model).type == "cuda"
+        """Static or compiled decoding on CUDA, where the decoding step is compiled on the first answer."""
+        return self.decode != "dynamic" and _device_of(self.model).type == "cuda"
 
     def warm_up(self) -> None:
-        """One short answer, so the first visitor does not wait for the static cache's compilation (CUDA)."""
+        """Short answers, greedy and sampled, so the first visitor does not wait for the compilation (CUDA)."""
         self.reply([], "Hi", GenerationSettings(temperature=0, max_new_tokens=8))
+        if self.decode == "compiled":  # sampling is its own graph
+            self.reply([], "Hi", GenerationSettings(max_new_tokens=8))
 
     def stream_ids(self, input_ids: list[int], settings: GenerationSettings, *, session: str | None = None,
                    use_adapter: bool = True) -> Iterator[str]:
         """Yield the answer's text pieces for already-rendered `input_ids`."""
         with self._answering(session) as stop:
-            # Static decoding for plain chat rows only: the adapter-switching hooks of a base row do not compile.
-            static = self.decode == "static" and (use_adapter or not self.shares_base)
-            kwargs = self._kwargs(self.model, [input_ids], settings, stop, static=static)
-            if self.shares_base and not use_adapter:
-                kwargs["adapter_names"] = ["__base__"]
             out: queue.Queue = queue.Queue()
-            job = _Job(self.model, kwargs, RowStreamer(self.tokenizer, 1, self._stop_ids, out=out), self._lock)
-            for _, text in _drain(self._start([job]), out, stop):
+            streamer = RowStreamer(self.tokenizer, 1, self._stop_ids, out=out)
+            # Static/compiled decoding for plain chat rows only: a base row's adapter-switching hooks do not compile.
+            plain_row = use_adapter or not self.shares_base
+            if self._decoder is not None and plain_row:
+                job = _Job(self._compiled_answer(input_ids, settings, streamer, stop), streamer, self._lock)
+            else:
+                kwargs = self._kwargs(self.model, [input_ids], settings, stop,
+                                      static=self.decode != "dynamic" and plain_row)
+                if self.shares_base and not use_adapter:
+                    kwargs["adapter_names"] = ["__base__"]
+                job = _Job.transformers(self.model, kwargs, streamer, self._lock)
+            pool = self._graph_pool if plain_row else self._pool
+            for _, text in _drain(self._start([job], pool), out, stop):
                 yield text
+
+    def _compiled_answer(self, input_ids: list[int], settings: GenerationSettings, streamer: RowStreamer,
+                         stop: threading.Event) -> Callable[[], None]:
+        settings.validate()
+        minimum = getattr(self.model.generation_config, "min_new_tokens", None) or 0
+        sampling = Sampling(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
+                            repetition_penalty=settings.repetition_penalty,
+                            max_new_tokens=settings.max_new_tokens, min_new_tokens=minimum)
+
+        def answer() -> None:
+            self._decoder.generate(input_ids, sampling, lambda token: streamer.put_tokens([[token]]), stop.is_set)
+            streamer.end()
+
+        return answer
 
     def stream(self, history: Sequence[Message], message: str, settings: GenerationSettings | None = None, *,
                system: str | None = None, session: str | None = None,
@@ -377,10 +419,11 @@ class ChatEngine(Engine):
             if self.shares_base:
                 kwargs = self._kwargs(self.model, [prepared.input_ids] * 2, settings, stop)
                 kwargs["adapter_names"] = ["__base__", _adapter_name(self.model)]
-                jobs = [_Job(self.model, kwargs, RowStreamer(self.tokenizer, 2, self._stop_ids, out=out), self._lock)]
+                jobs = [_Job.transformers(self.model, kwargs, RowStreamer(self.tokenizer, 2, self._stop_ids, out=out),
+                                          self._lock)]
             else:
-                jobs = [_Job(model, self._kwargs(model, [prepared.input_ids], settings, stop),
-                             RowStreamer(self.tokenizer, 1, self._stop_ids, row_offset=row, out=out))
+                jobs = [_Job.transformers(model, self._kwargs(model, [prepared.input_ids], settings, stop),
+                                          RowStreamer(self.tokenizer, 1, self._stop_ids, row_offset=row, out=out))
                         for row, model in enumerate((self.base_model, self.model))]
             for row, text in _drain(self._start(jobs), out, stop):
                 texts[row] += text
@@ -390,11 +433,12 @@ class ChatEngine(Engine):
 def resolve_decode(choice: str, model: Any) -> str:
     """`auto` means static on CUDA (compiled, CUDA graphs) for 16/32-bit and bitsandbytes 4-bit weights: on an H100
     it decoded a 7B shape 3.5x faster than eager in bf16 and 3.6x in nf4 (docs/benchmarks.md). Dynamic elsewhere: on
-    CPU nothing gets compiled, and other quantisations (8-bit, GPTQ, AWQ) have not been measured compiled."""
+    CPU nothing gets compiled, other quantisations (8-bit, GPTQ, AWQ) have not been measured compiled, and some
+    models (e.g. remote-code ones) have no static cache. `compiled` is not chosen by auto until measured on a GPU."""
     if choice != "auto":
         return choice
     quantized = getattr(model, "is_quantized", False) or getattr(model, "quantization_method", None)
-    compiles = not quantized or getattr(model, "is_loaded_in_4bit", False)
+    compiles = (not quantized or getattr(model, "is_loaded_in_4bit", False)) and supports_static_cache(model)
     return "static" if _device_of(model).type == "cuda" and compiles else "dynamic"
 
 

@@ -16,6 +16,8 @@ from .models import ModelRequest, load
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 BACKENDS = ("transformers", "openai")
 DECODE_LABELS = {"static": "static KV cache (decoding step compiled with CUDA graphs on a GPU)",
+                 "compiled": "static KV cache, the app's own loop (step and sampling compiled with CUDA graphs on a "
+                 "GPU)",
                  "dynamic": "dynamic KV cache (eager)"}
 
 
@@ -57,8 +59,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        "openxlab clones with git + git-lfs into ./models")
     group.add_argument("--decode", choices=("auto", *DECODE_MODES), default=None,
                        help="static = preallocated KV cache with the decoding step compiled (fast batch-1 answers on "
-                       "a GPU, one answer at a time); dynamic = eager, answers in parallel; auto = static on CUDA "
-                       "for 16-bit and 4-bit weights [DECODE, default auto]")
+                       "a GPU, one answer at a time); compiled = the same with the app's own decoding loop (step "
+                       "and sampling in one CUDA graph, host work overlapped; not yet measured on a GPU); dynamic = "
+                       "eager, answers in parallel; auto = static on CUDA for 16-bit and 4-bit weights [DECODE, "
+                       "default auto]")
     group.add_argument("--no-compare", action="store_true",
                        help="do not load a second (base) model for the compare tab [COMPARE=0]")
     group.add_argument("--context", type=int, default=None,
@@ -159,7 +163,7 @@ def build_engine(args: argparse.Namespace, notice: Callable[[str], None]) -> Eng
         return _openai_engine(args, context, max_chars, system, notice)
     choice = args.decode or env("DECODE", "auto").lower()
     if choice not in ("auto", *DECODE_MODES):
-        raise SettingsError(f"DECODE={choice} is not a decode mode.", "use auto, static or dynamic.")
+        raise SettingsError(f"DECODE={choice} is not a decode mode.", "use auto, static, compiled or dynamic.")
     loaded = load(model_request(args), notice)
     decode = resolve_decode(choice, loaded.model)
     engine = ChatEngine(loaded.model, loaded.tokenizer, base_model=loaded.base_model,
@@ -168,7 +172,7 @@ def build_engine(args: argparse.Namespace, notice: Callable[[str], None]) -> Eng
                         context=context, max_input_chars=max_chars,
                         default_system=loaded.default_system if system is None else system, decode=decode)
     if engine.compiles:
-        notice("Compiling the decoding step (static KV cache, CUDA graphs); the first time takes a minute ...")
+        notice("Compiling the decoding step (static KV cache, CUDA graphs); the first time takes a minute or two ...")
         engine.warm_up()
     return engine
 

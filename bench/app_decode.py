@@ -1,4 +1,4 @@
-"""Batch-1 decode speed of the chat app's engine, dynamic vs static KV cache, against plain eager `generate`.
+"""Batch-1 decode speed of the chat app's engine (dynamic, static, compiled) against plain eager `generate`.
 
 Same process, same prompt ids, interleaved rounds, medians. Every path makes exactly --new-tokens tokens
 (min_new_tokens is set on the model's generation config, so an early end-of-turn cannot shorten a round):
@@ -7,10 +7,12 @@ Same process, same prompt ids, interleaved rounds, medians. Every path makes exa
             reaching the engine's streamer (a random-weight model's tokens often decode to no text at all)
   static    ChatEngine(decode="static"): preallocated KV cache; on CUDA transformers compiles the decoding step
             (torch.compile, mode reduce-overhead = CUDA graphs). Warmed up (compiled) before timing.
+  compiled  ChatEngine(decode="compiled"): the app's own loop (app/decoder.py): the same cache, the whole step with
+            sampling compiled on CUDA, the host one token behind the GPU. Warmed up before timing.
 decode tok/s = (N - 1) / (T(N) - TTFT); e2e tok/s = N / T(N).
 
 Usage: python bench/app_decode.py [--model M] [--bits 4] [--dtype bf16] [--prompt-tokens 512] [--new-tokens 256]
-       [--repeats 5] [--modes raw,dynamic,static] [--json out.json]
+       [--repeats 5] [--modes raw,dynamic,static,compiled] [--json out.json]
 """
 
 from __future__ import annotations
@@ -61,19 +63,18 @@ FIRST_TOKEN: list[float] = []
 
 
 def _record_first_token() -> None:
-    """Time the first generated token as it reaches RowStreamer.put (its first call carries the prompt)."""
+    """Time the first generated token as it reaches RowStreamer.put_tokens (every path hands tokens over there)."""
     from app.engine import RowStreamer
 
-    original = RowStreamer.put
-    calls = {}
+    original = RowStreamer.put_tokens
 
-    def put(self, value):
-        calls[id(self)] = calls.get(id(self), 0) + 1
-        if calls[id(self)] == 2:
+    def put_tokens(self, values):
+        if not getattr(self, "_first_timed", False):
+            self._first_timed = True
             FIRST_TOKEN.append(time.perf_counter())
-        return original(self, value)
+        return original(self, values)
 
-    RowStreamer.put = put
+    RowStreamer.put_tokens = put_tokens
 
 
 def engine_round(engine, ids, settings):
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt-tokens", type=int, default=512)
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--modes", default="raw,dynamic,static")
+    parser.add_argument("--modes", default="raw,dynamic,static,compiled")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# One GPU job: batch-1 decode of a 7B shape through the chat app's engine (dynamic vs static KV cache) against plain
+# One GPU job: batch-1 decode of a 7B shape through the chat app's engine (dynamic, static, compiled) against plain
 # eager generate, in bf16 and in nf4. Uses the users' lock (transformers 4.48 + bitsandbytes 0.50.2 from the wheels).
 # Prepare here (with network):  bash bench/gpu_carry.sh
 # On the GPU machine (repository root, results under $OUT):  bash bench/gpu_decode.sh [REPEATS]
-# MODES=raw,static limits the paths; inductor settings pass through the environment, e.g.
-#   TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 MODES=raw,static bash bench/gpu_decode.sh 3
+# MODES=raw,compiled limits the paths; inductor settings pass through the environment, e.g.
+#   TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 MODES=raw,static,compiled bash bench/gpu_decode.sh 3
 set -euo pipefail
 repeats=${1:-5}
-modes=${MODES:-raw,dynamic,static}
+modes=${MODES:-raw,dynamic,static,compiled}
 out=${OUT:-/tmp/gpu_decode_out}
 mkdir -p "$out"
 source bench/gpu_setup.sh

@@ -203,9 +203,11 @@ def test_decode_mode_auto_is_dynamic_on_cpu_and_bad_modes_are_refused(plain_engi
     class OnCuda:  # stands in for a model on a GPU (none here): resolve_decode reads only these attributes
         def __init__(self, **attributes):
             self.device = torch.device("cuda")
+            self._supports_static_cache = True
             self.__dict__.update(attributes)
 
     assert resolve_decode("auto", OnCuda()) == "static"
+    assert resolve_decode("auto", OnCuda(_supports_static_cache=False)) == "dynamic"  # e.g. remote-code InternLM2
     assert resolve_decode("auto", OnCuda(is_quantized=True, is_loaded_in_4bit=True)) == "static"  # measured on GPU
     assert resolve_decode("auto", OnCuda(is_quantized=True, is_loaded_in_8bit=True)) == "dynamic"
     assert resolve_decode("auto", OnCuda(quantization_method="gptq")) == "dynamic"
