@@ -110,6 +110,15 @@ class _State:
         self.top_k.fill_(min(sampling.top_k, vocab) if sampling.top_k > 0 else vocab)
 
 
+def _penalized(logits: Any, seen: Any, suppress: Any, penalty: Any) -> Any:
+    """The repetition penalty on every `seen` token, then -inf on the `suppress`ed ones: all that greedy applies."""
+    import torch
+
+    scores = logits.float()
+    scores = torch.where(seen, torch.where(scores < 0, scores * penalty, scores / penalty), scores)
+    return scores.masked_fill(suppress, float("-inf"))
+
+
 def process_logits(logits: Any, seen: Any, suppress: Any, temperature: Any, top_k: Any, top_p: Any,
                    penalty: Any) -> Any:
     """Scores as transformers' processors leave them: repetition penalty on every `seen` token, -inf on the
@@ -117,10 +126,7 @@ def process_logits(logits: Any, seen: Any, suppress: Any, temperature: Any, top_
     token kept). Shapes [1, vocab]; the settings are [1, 1] tensors, so one compiled graph serves every setting."""
     import torch
 
-    scores = logits.float()
-    scores = torch.where(seen, torch.where(scores < 0, scores * penalty, scores / penalty), scores)
-    scores = scores.masked_fill(suppress, float("-inf"))
-    scores = scores / temperature
+    scores = _penalized(logits, seen, suppress, penalty) / temperature
     kth = torch.sort(scores, dim=-1, descending=True).values.gather(-1, top_k - 1)
     scores = scores.masked_fill(scores < kth, float("-inf"))
     ascending, order = torch.sort(scores, dim=-1)
@@ -140,10 +146,7 @@ def _choose(logits: Any, state: _State, sample: bool) -> None:
         probs = scores.softmax(dim=-1)
         token = (probs / torch.empty_like(probs).exponential_(1)).argmax(dim=-1, keepdim=True)
     else:
-        scores = logits.float()
-        scores = torch.where(state.seen, torch.where(scores < 0, scores * state.penalty, scores / state.penalty),
-                             scores)
-        token = scores.masked_fill(suppress, float("-inf")).argmax(dim=-1, keepdim=True)
+        token = _penalized(logits, state.seen, suppress, state.penalty).argmax(dim=-1, keepdim=True)
     state.token.copy_(token)
     state.seen.scatter_(-1, token, True)
     state.pos.add_(1)
@@ -186,23 +189,23 @@ class CompiledDecoder:
         """A state whose cache holds `tokens`. Compiled, cache lengths are powers of two from 1024 up to the context,
         so a few graphs serve every answer and attention reads little past the answer's end. Eager (CPU), where
         attention over the whole cache is real work, the cache is exactly as long as the answer needs."""
-        if not self.compiled:
-            if tokens not in self._states:
-                self._states = {tokens: _State(self.model, tokens, self.vocab, self.device, self.stop_ids)}
-            return self._states[tokens]
-        size = MIN_CACHE_TOKENS
-        while size < tokens:
-            size *= 2
-        if self.max_cache_tokens:
-            size = max(min(size, self.max_cache_tokens), tokens)
+        size = tokens
+        if self.compiled:
+            size = MIN_CACHE_TOKENS
+            while size < tokens:
+                size *= 2
+            if self.max_cache_tokens:
+                size = max(min(size, self.max_cache_tokens), tokens)
         if size not in self._states:
+            if not self.compiled:
+                self._states.clear()  # eager lengths vary with every answer: keep only the latest
             self._states[size] = _State(self.model, size, self.vocab, self.device, self.stop_ids)
         return self._states[size]
 
     def generate(self, input_ids: Sequence[int], sampling: Sampling, on_token: Callable[[int], None],
-                 should_stop: Callable[[], bool]) -> int:
+                 should_stop: Callable[[], bool]) -> None:
         """Decode an answer to `input_ids`, calling on_token(id) for each new token until a stop token (not
-        passed on), max_new_tokens, or should_stop(). Returns the number of tokens passed on."""
+        passed on), max_new_tokens, or should_stop()."""
         import torch
 
         state = self._state_for(len(input_ids) + sampling.max_new_tokens)
@@ -224,9 +227,8 @@ class CompiledDecoder:
                     copied.synchronize()
                 token = int(host[0])
                 if token in self.stop_ids or should_stop():
-                    return produced
+                    return
                 on_token(token)
-        return sampling.max_new_tokens
 
 
 def _causal_lm(model: Any) -> Any:
