@@ -12,7 +12,7 @@ export HF_HUB_DISABLE_TELEMETRY = 1
 export GRADIO_ANALYTICS_ENABLED = False
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup test test-fast lint demo bench clean
+.PHONY: setup test test-fast fuzz lint demo bench gpu-carry clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,12 @@ test: $(DEV_STAMP) lint
 test-fast: $(DEV_STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -m "not slow"
 
+# the data and folder readers under hypothesis with a large budget (the test suite runs a fixed 60 examples a test)
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(DEV_STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+		$(PY) -m pytest tests/test_fuzz_readers.py --hypothesis-show-statistics
+
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
 		$(PY) -m finetune run --name 小薇 --name-en Xiaowei --out $(RUN)
@@ -47,6 +53,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) bench/demo_chain.py
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) bench/heldout_eval.py $(RUN)
+
+# the wheels a GPU job carries (gpu-carry/, under 64 MiB with the tree); needs the package registry and ../shared
+gpu-carry:
+	bash bench/gpu_carry.sh
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

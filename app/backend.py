@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from .thinking import answer_only
+
 Message = dict[str, str]
 
 STOP_RACE_S = 10.0
@@ -49,8 +51,13 @@ class Engine:
         """What to do to get a Compare tab, shown when `can_compare` is False."""
         raise NotImplementedError
 
+    @property
+    def supports_thinking(self) -> bool:
+        """The model has a thinking switch (GenerationSettings.thinking)."""
+        return False
+
     def prepare(self, history: Sequence[Message], message: str, *, system: str | None = None,
-                max_new_tokens: int = 512) -> Any:
+                max_new_tokens: int = 512, thinking: bool | None = None) -> Any:
         """This turn's messages fitted to the context, with a notice for every trim or cut."""
         raise NotImplementedError
 
@@ -73,7 +80,8 @@ class Engine:
         from .engine import GenerationSettings  # engine.py builds on this module
 
         settings = (settings or GenerationSettings()).validate()
-        prepared = self.prepare(history, message, system=system, max_new_tokens=settings.max_new_tokens)
+        prepared = self.prepare(history, message, system=system, max_new_tokens=settings.max_new_tokens,
+                                thinking=getattr(settings, "thinking", None))
         for text in prepared.notices:
             (notice or ignore)(text)
         return settings, prepared
@@ -147,10 +155,13 @@ class Engine:
 
 
 def clean_history(history: Sequence[Message]) -> list[Message]:
-    """Only user/assistant turns with text (a UI history may carry metadata or empty placeholders)."""
+    """Only user/assistant turns with text (a UI history may carry metadata or empty placeholders); an answer's
+    thinking is left out, as thinking models' own templates do."""
     turns = []
     for turn in history:
         role, content = turn.get("role"), turn.get("content")
+        if role == "assistant" and isinstance(content, str):
+            content = answer_only(content)
         if role in ("user", "assistant") and isinstance(content, str) and content.strip():
             turns.append({"role": role, "content": content})
     return turns

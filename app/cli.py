@@ -10,9 +10,10 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import TextIO
 
+from . import thinking
 from .backend import Engine, Message
 from .engine import GenerationSettings
-from .errors import AppError
+from .errors import AppError, guard_main
 from .options import add_generation_arguments, add_model_arguments, build_engine, generation_settings, system_prompt
 
 RESET = "RESET"
@@ -46,17 +47,50 @@ class Conversation:
         return "".join(self.send(text)).strip()
 
 
+class ThinkingWriter:
+    """Writes a streamed answer with its thinking (<think>...</think>) set apart: dimmed on a terminal, between
+    "[thinking]" and "[/thinking]" lines otherwise; the tags themselves are never shown."""
+
+    def __init__(self, out: TextIO):
+        self.out = out
+        self.styled = _isatty(out)
+        self.text = ""
+        self.thought_shown = self.answer_shown = 0
+        self.state = "answer"  # answer | thinking | thought (the thinking has ended)
+
+    def write(self, piece: str) -> None:
+        self.text += piece
+        parts = thinking.split(self.text)
+        if parts.thinking[self.thought_shown:]:
+            if self.state == "answer":
+                self.out.write("\033[2m" if self.styled else "[thinking]\n")
+                self.state = "thinking"
+            self.out.write(parts.thinking[self.thought_shown:])
+            self.thought_shown = len(parts.thinking)
+        if self.state == "thinking" and parts.thinking_done:
+            self.out.write("\033[0m\n" if self.styled else "\n[/thinking]\n")
+            self.state = "thought"
+        self.out.write(parts.answer[self.answer_shown:])
+        self.answer_shown = len(parts.answer)
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.state == "thinking" and self.styled:
+            self.out.write("\033[0m")
+
+
 def _reply(conversation: Conversation, text: str, out: TextIO, err: TextIO) -> None:
     out.write("Assistant: ")
     out.flush()
+    writer = ThinkingWriter(out)
     try:
         for piece in conversation.send(text):
-            out.write(piece)
-            out.flush()
+            writer.write(piece)
     except KeyboardInterrupt:
         out.write("\n(interrupted; this turn was not kept)")
     except AppError as error:
         err.write(f"error: {error.one_line()}\n")
+    writer.close()
     out.write("\n")
     out.flush()
 
@@ -128,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@guard_main("APP_DEBUG")
 def main(argv: Sequence[str] | None = None, *, input_stream: TextIO | None = None,
          output_stream: TextIO | None = None, error_stream: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)

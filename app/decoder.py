@@ -33,8 +33,12 @@ UNSUPPORTED_GENERATION_FIELDS = ("no_repeat_ngram_size", "bad_words_ids", "min_p
 
 
 def supports_static_cache(model: Any) -> bool:
-    """transformers' flag on the model class (under a PEFT wrapper, the base model's)."""
-    return bool(getattr(_causal_lm(model), "_supports_static_cache", False))
+    """transformers' flag on the model class (under a PEFT wrapper, the base model's): `_supports_static_cache`
+    where the class sets it (transformers < 4.56, remote code), else `_can_compile_fullgraph`, which replaced it
+    when transformers made the static cache work for every model on its cache API (False for remote code)."""
+    lm = _causal_lm(model)
+    flag = getattr(lm, "_supports_static_cache", None)
+    return bool(flag if flag is not None else getattr(lm, "_can_compile_fullgraph", False))
 
 
 def compiled_decoding_unsupported(model: Any) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -20,6 +20,7 @@ from typing import Any
 from .backend import Engine, Message
 from .decoder import CompiledDecoder, Sampling, supports_static_cache
 from .errors import SettingsError
+from .thinking import supports_thinking
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<eoa>")
 DEFAULT_MAX_INPUT_CHARS = 16_000
@@ -33,6 +34,7 @@ class GenerationSettings:
     top_p: float = 0.9
     top_k: int = 40
     repetition_penalty: float = 1.1
+    thinking: bool | None = None  # models with a thinking switch (Qwen3): think first; None: the template's default
 
     def validate(self) -> GenerationSettings:
         checks = [
@@ -79,15 +81,18 @@ def pad_token_id(model: Any, tokenizer: Any) -> int | None:
     return stops[0] if stops else None
 
 
-def render_ids(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
-    """Token ids of `messages` rendered by the tokenizer's own chat template, ending with the assistant prompt."""
+def render_ids(tokenizer: Any, messages: Sequence[Message], thinking: bool | None = None) -> list[int]:
+    """Token ids of `messages` rendered by the tokenizer's own chat template, ending with the assistant prompt
+    (`thinking` switches a thinking model's mode, as its template's `enable_thinking`)."""
     if not getattr(tokenizer, "chat_template", None):
         raise SettingsError(
             "This model's tokenizer has no chat template (tokenizer_config.json has no chat_template).",
             "chat with an instruct/chat model, a run's merged model or its adapter; base models have no template.",
         )
-    ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
-    return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+    options = {"enable_thinking": thinking} if thinking is not None and supports_thinking(tokenizer) else {}
+    ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True, **options)
+    # transformers >= 5 returns a BatchEncoding (a Mapping, not a dict) where 4.x returned the list of ids
+    return list(ids["input_ids"] if isinstance(ids, Mapping) else ids)
 
 
 def context_window(model: Any, tokenizer: Any) -> int | None:
@@ -292,36 +297,41 @@ class ChatEngine(Engine):
 
     # ------------------------------------------------------------------ prompt
 
+    @property
+    def supports_thinking(self) -> bool:
+        return supports_thinking(self.tokenizer)
+
     def prepare(self, history: Sequence[Message], message: str, *, system: str | None = None,
-                max_new_tokens: int = 512) -> Prepared:
+                max_new_tokens: int = 512, thinking: bool | None = None) -> Prepared:
         """Messages for this turn: long input truncated, oldest turns dropped until the prompt fits the context."""
         head, turns, notices = self._turn(history, message, system)
         budget = None if self.context is None else self.context - max_new_tokens
         if budget is not None and budget < 1:
             raise SettingsError(f"Max new tokens ({max_new_tokens}) leaves no room for the prompt in the "
                                 f"{self.context}-token context.", "lower max new tokens.")
-        ids = render_ids(self.tokenizer, head + turns)
+        ids = render_ids(self.tokenizer, head + turns, thinking)
         dropped = 0
         while budget is not None and len(ids) > budget and len(turns) > 1:
             turns = turns[2:] if len(turns) > 2 and turns[1]["role"] == "assistant" else turns[1:]
             dropped += 1
-            ids = render_ids(self.tokenizer, head + turns)
+            ids = render_ids(self.tokenizer, head + turns, thinking)
         if dropped:
             notices.append(f"The conversation was longer than the model's context ({self.context} tokens minus "
                            f"{max_new_tokens} for the answer): the {dropped} oldest turn(s) were left out.")
         if budget is not None and len(ids) > budget:
-            turns, ids = self._truncate_message(head, turns[-1]["content"], budget)
+            turns, ids = self._truncate_message(head, turns[-1]["content"], budget, thinking)
             notices.append(f"Your message alone was longer than the context allows ({budget} tokens): it was cut.")
         return Prepared(head + turns, ids, notices)
 
-    def _truncate_message(self, head: list[Message], message: str, budget: int) -> tuple[list[Message], list[int]]:
+    def _truncate_message(self, head: list[Message], message: str, budget: int,
+                          thinking: bool | None) -> tuple[list[Message], list[int]]:
         tokens = self.tokenizer(message, add_special_tokens=False)["input_ids"]
-        overhead = len(render_ids(self.tokenizer, [*head, {"role": "user", "content": ""}]))
+        overhead = len(render_ids(self.tokenizer, [*head, {"role": "user", "content": ""}], thinking))
         keep = max(budget - overhead, 1)
         while True:
             text = self.tokenizer.decode(tokens[:keep], skip_special_tokens=True)
             turns = [{"role": "user", "content": text}]
-            ids = render_ids(self.tokenizer, head + turns)
+            ids = render_ids(self.tokenizer, head + turns, thinking)
             if len(ids) <= budget or keep <= 1:
                 return turns, ids
             keep -= max(len(ids) - budget, 1)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backend import Engine
-from .errors import AppError, SettingsError
+from .errors import AppError, SettingsError, guard_main
 from .options import add_generation_arguments, add_model_arguments, backend, build_engine, env, generation_settings
 
 TABS = ("chat", "compare", "model")
@@ -122,6 +122,7 @@ def start(args: argparse.Namespace, *, block: bool = True, log=None) -> Server:
     return Server(demo, engine, url)
 
 
+@guard_main("APP_DEBUG")
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     warnings.filterwarnings("ignore", message=".*HTTP_422_UNPROCESSABLE_ENTITY.*")  # inside gradio, harmless

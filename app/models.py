@@ -6,7 +6,6 @@ This module imports nothing from `finetune/` or `publish/`: it is what runs insi
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AdapterMismatch, ModelSourceError, SettingsError
+from .files import expand_path, read_json_object
 
 META_FILE = "finetune_meta.json"  # written by `python -m finetune convert/merge`: base path, template, system
 EMBEDDED_DIRNAME = "smollm2-135m-instruct"
@@ -22,12 +22,14 @@ WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.
 DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16", "bf16": "bfloat16",
           "bfloat16": "bfloat16"}
 Notice = Callable[[str], None]
+FIX_JSON = ("restore the file: write the folder again (`python -m finetune convert` or `merge` for a run) or download "
+            "the model again.")
 FIX_LOAD = ("check the folder is complete (config.json, tokenizer, weights), or the hub id and your network "
             "(HF_ENDPOINT for a mirror; HF_TOKEN for gated or private models).")
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("FINETUNE_CACHE_DIR", Path.home() / ".cache" / "finetune")).expanduser()
+    return expand_path(os.environ.get("FINETUNE_CACHE_DIR", Path.home() / ".cache" / "finetune"))
 
 
 def embedded_model_dir() -> Path:
@@ -65,12 +67,10 @@ class Resolved:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object file's content; {} when it is missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """A JSON object file's content, {} when there is none; a broken one is a ModelSourceError naming it."""
+    if not path.is_file():
         return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_object(path, ModelSourceError, fix=FIX_JSON)
 
 
 def has_weights(folder: Path) -> bool:
@@ -94,8 +94,8 @@ def _existing_base(candidates: list[Any]) -> str | None:
     """The first candidate that is a local model folder, else the first that looks like a hub id."""
     names = [str(c).strip() for c in candidates if isinstance(c, str) and c.strip()]
     for name in names:
-        if is_model_dir(Path(name).expanduser()):
-            return str(Path(name).expanduser())
+        if is_model_dir(expand_path(name)):
+            return str(expand_path(name))
     for name in names:
         found = _cached(name)
         if found:
@@ -126,7 +126,7 @@ def resolve(request: ModelRequest) -> Resolved:
     spec = request.model or request.base
     if spec is None:
         return _embedded()
-    path = Path(spec).expanduser()
+    path = expand_path(spec)
     if path.exists():
         return _from_path(path.resolve(), request)
     cached = _cached(spec)
@@ -188,7 +188,7 @@ def _from_run(run: Path, request: ModelRequest) -> Resolved:
 
 
 def _with_adapter(adapter: str, base: str | None) -> Resolved:
-    folder = Path(adapter).expanduser()
+    folder = expand_path(adapter)
     local = folder.exists()
     if local and not is_adapter_dir(folder):
         raise ModelSourceError(f"{folder} is not a PEFT adapter folder (no adapter_config.json).",
@@ -297,7 +297,7 @@ def _quantization(bits: int, dtype: Any) -> Any:
 def _download(ref: str, source: str, notice: Notice) -> str:
     """A local folder for `ref`: itself if local; ModelScope and OpenXLab ids are downloaded here, HF ids by
     from_pretrained."""
-    if Path(ref).expanduser().exists() or source not in ("modelscope", "openxlab"):
+    if expand_path(ref).exists() or source not in ("modelscope", "openxlab"):
         return ref
     if source == "openxlab":
         from .openxlab_download import download
@@ -314,14 +314,14 @@ def _download(ref: str, source: str, notice: Notice) -> str:
 
 
 def _remote_code(ref: str) -> bool:
-    folder = Path(ref).expanduser()
+    folder = expand_path(ref)
     return any("auto_map" in read_json(folder / name) for name in ("config.json", "tokenizer_config.json"))
 
 
 def _load_causal_lm(ref: str, *, device: str, dtype: Any, bits: int | None, trust: bool) -> Any:
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"torch_dtype": dtype, "trust_remote_code": trust, "low_cpu_mem_usage": True}
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust, "low_cpu_mem_usage": True}
     if bits:
         kwargs["quantization_config"] = _quantization(bits, dtype)
     if device.startswith("cuda"):
@@ -361,7 +361,7 @@ def _apply_adapter(model: Any, adapter: str, base: str) -> Any:
     try:
         return PeftModel.from_pretrained(model, adapter).eval()
     except (RuntimeError, ValueError, KeyError) as exc:
-        named = read_json(Path(adapter).expanduser() / "adapter_config.json").get("base_model_name_or_path")
+        named = read_json(expand_path(adapter) / "adapter_config.json").get("base_model_name_or_path")
         trained_on = f" It was trained on '{named}'." if named else ""
         raise AdapterMismatch(
             f"The adapter {adapter} does not fit the base model {base}: {_first_line(exc)[:200]}.{trained_on}",

@@ -141,8 +141,9 @@ class OpenAIEngine(Engine):
     # ------------------------------------------------------------------ prompt
 
     def prepare(self, history: Sequence[Message], message: str, *, system: str | None = None,
-                max_new_tokens: int = 512) -> Prepared:
-        """Messages for this turn: long input cut, oldest turns dropped while the estimate exceeds the context."""
+                max_new_tokens: int = 512, thinking: bool | None = None) -> Prepared:
+        """Messages for this turn: long input cut, oldest turns dropped while the estimate exceeds the context.
+        The server renders the prompt with its own template defaults: `thinking` is not sent."""
         head, turns, notices = self._turn(history, message, system)
         if self.context is None:
             return Prepared(head + turns, [], notices)

@@ -97,6 +97,9 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--top-k", type=int, default=None, help=f"[TOP_K, default {defaults.top_k}]")
     group.add_argument("--repetition-penalty", type=float, default=None,
                        help=f"[REPETITION_PENALTY, default {defaults.repetition_penalty}]")
+    group.add_argument("--think", action=argparse.BooleanOptionalAction, default=None,
+                       help="models with a thinking switch (Qwen3): think before answering; the thinking is shown "
+                       "apart from the answer (default: off, the form identity data is trained in) [THINKING]")
 
 
 def _bits(value: str) -> int | None:
@@ -135,6 +138,7 @@ def generation_settings(args: argparse.Namespace) -> GenerationSettings:
         top_p=pick(args.top_p, "TOP_P", float, defaults.top_p),
         top_k=pick(args.top_k, "TOP_K", int, defaults.top_k),
         repetition_penalty=pick(args.repetition_penalty, "REPETITION_PENALTY", float, defaults.repetition_penalty),
+        thinking=args.think if args.think is not None else env_flag("THINKING", False),
     ).validate()
 
 

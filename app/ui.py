@@ -15,6 +15,7 @@ import gradio as gr
 from .backend import Engine, Message
 from .engine import GenerationSettings
 from .errors import AppError, BackendError
+from .thinking import for_display
 
 EXAMPLES = ["请介绍一下你自己", "你是谁？", "Who are you?", "What can you do?", "What is the capital of France?"]
 CSS = """
@@ -24,9 +25,9 @@ footer {display: none !important}
 
 
 def _settings(max_new_tokens: float, temperature: float, top_p: float, top_k: float,
-              repetition_penalty: float) -> GenerationSettings:
+              repetition_penalty: float, thinking: bool = False) -> GenerationSettings:
     return GenerationSettings(int(max_new_tokens), float(temperature), float(top_p), int(top_k),
-                              float(repetition_penalty))
+                              float(repetition_penalty), bool(thinking))
 
 
 def _session(request: gr.Request | None) -> str | None:
@@ -77,7 +78,7 @@ class Handlers:
         self.engine = engine
 
     def chat(self, message: str, history: list[Message] | None, system: str, max_new_tokens: float,
-             temperature: float, top_p: float, top_k: float, repetition_penalty: float,
+             temperature: float, top_p: float, top_k: float, repetition_penalty: float, thinking: bool = False,
              request: gr.Request = None) -> Iterator[tuple[list[Message], list[Message], str, str]]:
         """Stream the answer to `message`; yields (chatbot, history state, textbox, status)."""
         history = list(history or [])
@@ -85,10 +86,11 @@ class Handlers:
             yield history, history, "", ""
             return
         yield from self._answer(message, history, system,
-                                _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty), request)
+                                _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, thinking),
+                                request)
 
     def retry(self, history: list[Message] | None, system: str, max_new_tokens: float, temperature: float,
-              top_p: float, top_k: float, repetition_penalty: float,
+              top_p: float, top_k: float, repetition_penalty: float, thinking: bool = False,
               request: gr.Request = None) -> Iterator[tuple[list[Message], list[Message], str, str]]:
         """Answer the last user message again (the previous answer is replaced)."""
         history = list(history or [])
@@ -99,7 +101,8 @@ class Handlers:
             return
         message = history.pop()["content"]
         yield from self._answer(message, history, system,
-                                _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty), request)
+                                _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, thinking),
+                                request)
 
     def _answer(self, message: str, history: list[Message], system: str, settings: GenerationSettings,
                 request: gr.Request | None) -> Iterator[tuple[list[Message], list[Message], str, str]]:
@@ -110,19 +113,19 @@ class Handlers:
         try:
             stream = self.engine.stream(history, message, settings, system=system if system.strip() else None,
                                         session=session, notice=status.notice)
-            yield [*history, *turn], [*history, *turn], "", status.update()
+            yield for_display([*history, *turn]), [*history, *turn], "", status.update()
             for piece in stream:
                 answer += piece
                 updated = [*history, *turn, {"role": "assistant", "content": answer}]
-                yield updated, updated, "", status.update()
+                yield for_display(updated), updated, "", status.update()
         except BackendError as error:  # the server failed: say so in the status line; the page keeps working
             kept = [*history, *turn, {"role": "assistant", "content": answer}] if answer.strip() else history
-            yield kept, kept, "" if answer.strip() else message, f"**Error:** {error.one_line()}"
+            yield for_display(kept), kept, "" if answer.strip() else message, f"**Error:** {error.one_line()}"
             return
         except AppError as error:
             raise gr.Error(error.one_line()) from error
         final = [*history, *turn, {"role": "assistant", "content": answer.strip()}]
-        yield final, final, "", status.final(self.engine.was_stopped(session))
+        yield for_display(final), final, "", status.final(self.engine.was_stopped(session))
 
     def stop(self, request: gr.Request = None) -> str:
         stopped = self.engine.stop(_session(request) or "")
@@ -132,7 +135,7 @@ class Handlers:
         return [], [], ""
 
     def compare(self, message: str, system: str, max_new_tokens: float, temperature: float, top_p: float,
-                top_k: float, repetition_penalty: float,
+                top_k: float, repetition_penalty: float, thinking: bool = False,
                 request: gr.Request = None) -> Iterator[tuple[list[Message], list[Message], str]]:
         """Stream the base and the fine-tuned answer to the same message side by side."""
         if not (message or "").strip():
@@ -143,14 +146,15 @@ class Handlers:
         session = _session(request)
         try:
             stream = self.engine.stream_compare(
-                message, _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty),
+                message, _settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, thinking),
                 system=system if system.strip() else None, session=session, notice=status.notice)
             yield [user], [user], status.update()
             base = tuned = ""
             for base, tuned in stream:
-                yield ([user, {"role": "assistant", "content": base}],
-                       [user, {"role": "assistant", "content": tuned}], status.update())
-            yield ([user, {"role": "assistant", "content": base}], [user, {"role": "assistant", "content": tuned}],
+                yield (for_display([user, {"role": "assistant", "content": base}]),
+                       for_display([user, {"role": "assistant", "content": tuned}]), status.update())
+            yield (for_display([user, {"role": "assistant", "content": base}]),
+                   for_display([user, {"role": "assistant", "content": tuned}]),
                    status.final(self.engine.was_stopped(session)))
         except BackendError as error:
             yield [user], [user], f"**Error:** {error.one_line()}"
@@ -180,7 +184,10 @@ def build_ui(engine: Engine, *, title: str = "", defaults: GenerationSettings | 
                 top_k = gr.Slider(0, 200, value=defaults.top_k, step=1, label="Top-k (0 = off)")
                 repetition_penalty = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.05,
                                                label="Repetition penalty")
-        knobs = [system, max_new_tokens, temperature, top_p, top_k, repetition_penalty]
+            # always on the page, so /chat's API is the same for every model; shown where the model has the switch
+            thinking = gr.Checkbox(value=bool(defaults.thinking), label="Think before answering (shown folded)",
+                                   visible=engine.supports_thinking, elem_id="thinking")
+        knobs = [system, max_new_tokens, temperature, top_p, top_k, repetition_penalty, thinking]
 
         with gr.Tabs(selected=initial_tab):
             with gr.Tab("Chat", id="chat"):

@@ -10,9 +10,13 @@ Same process, same prompt ids, interleaved rounds, medians. Every path makes exa
   compiled  ChatEngine(decode="compiled"): the app's own loop (app/decoder.py): the same cache, the whole step with
             sampling compiled on CUDA, the host one token behind the GPU. Warmed up before timing.
 decode tok/s = (N - 1) / (T(N) - TTFT); e2e tok/s = N / T(N).
+--bandwidth-gib G first measures the device's copy bandwidth (a G GiB tensor copied 10 times, median; bytes read plus
+bytes written per second) and reports each path's decode tok/s as a fraction of the bandwidth floor: bandwidth / the
+bytes of weights one decoding step reads (every weight but the input embeddings, of which it reads one row; 4-bit
+weights packed, with their quantisation constants; the KV cache not counted).
 
 Usage: python bench/app_decode.py [--model M] [--bits 4] [--dtype bf16] [--prompt-tokens 512] [--new-tokens 256]
-       [--repeats 5] [--modes raw,dynamic,static,compiled] [--json out.json]
+       [--repeats 5] [--modes raw,dynamic,static,compiled] [--bandwidth-gib 4] [--json out.json]
 """
 
 from __future__ import annotations
@@ -85,6 +89,43 @@ def engine_round(engine, ids, settings):
     return FIRST_TOKEN[0] - started, time.perf_counter() - started
 
 
+def copy_bandwidth(device: str, gib: float, copies: int = 10) -> dict:
+    import torch
+
+    size = int(gib * 2**30)
+    source = torch.empty(size, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    times = []
+    for _ in range(copies + 1):  # the first copy is a warm-up
+        if device == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        target.copy_(source)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    del source, target
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    median = statistics.median(times[1:])
+    return {"gib": gib, "copies": copies, "median_s": median, "bytes_per_s": 2 * size / median}
+
+
+def weight_bytes_per_token(model) -> int:
+    """Bytes of weights one batch-1 decoding step reads (see the module docstring)."""
+    total = 0
+    for param in model.parameters():
+        total += param.numel() * param.element_size()
+        state = getattr(param, "quant_state", None)  # bitsandbytes 4-bit: absmax, nested under double quantisation
+        while state is not None:
+            total += state.absmax.numel() * state.absmax.element_size()
+            state = getattr(state, "state2", None)
+    embeddings = model.get_input_embeddings().weight
+    if embeddings is not model.get_output_embeddings().weight:
+        total -= embeddings.numel() * embeddings.element_size()
+    return total
+
+
 def summarize(name, ttfts, totals, new_tokens):
     ttft, total = statistics.median(ttfts), statistics.median(totals)
     return {"path": name, "ttft_ms": ttft * 1e3, "decode_tok_s": (new_tokens - 1) / (total - ttft),
@@ -105,10 +146,15 @@ def main(argv=None) -> int:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--modes", default="raw,dynamic,static,compiled")
+    parser.add_argument("--bandwidth-gib", dest="bandwidth_gib", type=float, default=0,
+                        help="measure the copy bandwidth with a tensor this large first (0: do not)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
     _record_first_token()
+    bandwidth = None
+    if args.bandwidth_gib:  # before the model loads, on the device it will load on (the app's default)
+        bandwidth = copy_bandwidth("cuda" if torch.cuda.is_available() else "cpu", args.bandwidth_gib)
     loaded = load(ModelRequest(model=args.model, bits=args.bits, dtype=args.dtype, compare=False), notice=print)
     model = loaded.model
     model.generation_config.min_new_tokens = args.new_tokens  # every path makes exactly N tokens
@@ -132,6 +178,10 @@ def main(argv=None) -> int:
             timings[mode][0].append(ttft)
             timings[mode][1].append(total)
     rows = [summarize(mode, *timings[mode], args.new_tokens) for mode in modes]
+    weight_bytes = weight_bytes_per_token(model)
+    floor = bandwidth["bytes_per_s"] / weight_bytes if bandwidth else None
+    for row in rows:
+        row["floor_fraction"] = row["decode_tok_s"] / floor if floor else None
     device = next(model.parameters()).device
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or
@@ -140,17 +190,22 @@ def main(argv=None) -> int:
         "model": loaded.info.get("Model", args.model), "dtype": str(model.dtype), "bits": args.bits,
         "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "rows": rows,
         "peak_gpu_GiB": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+        "weight_bytes_per_token": weight_bytes, "bandwidth": bandwidth, "floor_tok_s": floor,
         "inductor_env": {k: v for k, v in os.environ.items() if k.startswith("TORCHINDUCTOR_")},
     }
     base = next((r for r in rows if r["path"] == "raw"), rows[0])
     print(f"{result['device']}, {result['model']}, {result['dtype']}, bits={args.bits}, prompt {args.prompt_tokens}, "
           f"{args.new_tokens} new tokens, medians of {args.repeats}"
           + "".join(f", {k}={v}" for k, v in result["inductor_env"].items()))
-    print("| path | TTFT ms | decode tok/s | e2e tok/s | vs raw |")
-    print("|---|---:|---:|---:|---:|")
+    if floor:
+        print(f"copy bandwidth {bandwidth['bytes_per_s'] / 1e9:.0f} GB/s, {weight_bytes / 1e9:.2f} GB of weights read "
+              f"per token: floor {floor:.1f} tok/s")
+    print("| path | TTFT ms | decode tok/s | e2e tok/s | vs raw | of floor |")
+    print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
+        share = f"{row['floor_fraction']:.1%}" if floor else "–"
         print(f"| {row['path']} | {row['ttft_ms']:.1f} | {row['decode_tok_s']:.1f} | {row['e2e_tok_s']:.1f} | "
-              f"{row['decode_tok_s'] / base['decode_tok_s']:.2f}x |")
+              f"{row['decode_tok_s'] / base['decode_tok_s']:.2f}x | {share} |")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

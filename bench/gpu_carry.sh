@@ -1,16 +1,33 @@
 #!/usr/bin/env bash
-# Here, with network, from the repository root: what the GPU jobs (bench/gpu_train.sh, bench/gpu_decode.sh) carry.
-#   gpu-carry/{bnb,xt,liger}  the XTuner stack's wheels (git-ignored); bitsandbytes trimmed to its CUDA 13 builds
-#   shared/gpu/bench          a copy of ../shared/gpu/bench (../shared does not travel; git-ignored here)
-# Then run each job with carry ["gpu-carry"] (about 30 MB with the project).
+# Here, with the package registry, from the repository root (`make gpu-carry`): the wheels the GPU jobs
+# (bench/gpu_queue.sh, bench/gpu_train.sh, bench/gpu_decode.sh) install on the offline GPU machine, in gpu-carry/
+# (git-ignored), for its Python 3.12:
+#   gpu-carry/bnb    bitsandbytes, trimmed to its CUDA 13 builds (the machine's torch is CUDA 13): 7 MB, not 42
+#   gpu-carry/xt     XTuner's stack (../shared/gpu/fetch-wheels.sh), with the lock's own transformers, tokenizers,
+#                    huggingface_hub, peft and accelerate (their == pins in requirements.txt) where it brings others
+#   gpu-carry/liger  liger-kernel at finetune/speed.py's LIGER_PIN
+# A job carries the tree and gpu-carry/ (carry ["gpu-carry"]), at most 64 MiB together: checked at the end.
 set -euo pipefail
-[ -d ../shared/gpu/bench ] || { echo "../shared/gpu/bench not found: run from the repository root"; exit 2; }
+limit_mib=64
+[ -f ../shared/gpu/fetch-wheels.sh ] || { echo "../shared/gpu/fetch-wheels.sh not found: run from the repository root"; exit 2; }
+get() {  # as fetch-wheels.sh does: wheels for the GPU machine's CPython 3.12 on x86_64 Linux
+  local out=$1; shift
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$out" "$@"
+}
+rm -rf gpu-carry
 bash ../shared/gpu/fetch-wheels.sh gpu-carry
-# fetch-wheels.sh brings peft 0.14.0; the LoRA layers measured must be the ones users run: the lock's peft
-peft=$(grep -i '^peft==' requirements.txt)
-rm -f gpu-carry/xt/peft-*.whl
-python3 -m pip download -q --no-deps "$peft" -d gpu-carry/xt
-python3 -m pip download -q --no-deps liger-kernel==0.5.10 -d gpu-carry/liger
+# the versions users run: what the jobs measure must be the lock's code, not fetch-wheels' older pins
+for package in transformers tokenizers huggingface_hub peft accelerate; do
+  pin=$(grep -i "^${package}==" requirements.txt) || { echo "requirements.txt has no ${package}== pin"; exit 2; }
+  if ! ls "gpu-carry/xt/${package}-${pin#*==}-"*.whl >/dev/null 2>&1; then
+    rm -f "gpu-carry/xt/${package}-"[0-9]*.whl
+    get gpu-carry/xt "$pin"
+  fi
+done
+liger=$(sed -n 's/^LIGER_PIN = "\([^"]*\)".*/\1/p' finetune/speed.py)
+get gpu-carry/liger "liger-kernel==${liger:?no LIGER_PIN in finetune/speed.py}"
 # bitsandbytes' wheel holds a library per CUDA version (42 MB); the GPU image's torch is CUDA 13: keep cuda13x + cpu
 python3 - gpu-carry/bnb/bitsandbytes-*.whl <<'EOF'
 import re
@@ -32,7 +49,20 @@ with zipfile.ZipFile(wheel) as source, zipfile.ZipFile(trimmed, "w", zipfile.ZIP
 trimmed.replace(wheel)
 print(f"{wheel.name}: {wheel.stat().st_size / 2**20:.1f} MiB")
 EOF
-mkdir -p shared/gpu .git/info
-rm -rf shared/gpu/bench && cp -r ../shared/gpu/bench shared/gpu/
-grep -qx "/shared/" .git/info/exclude 2>/dev/null || echo "/shared/" >> .git/info/exclude
-du -sh gpu-carry shared
+ls gpu-carry/*/
+# what a job sends: the tracked and the untracked-but-not-ignored files, plus gpu-carry/
+python3 - "$limit_mib" <<'EOF'
+import subprocess
+import sys
+from pathlib import Path
+
+limit = int(sys.argv[1])
+listed = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], capture_output=True, check=True)
+tree = sum(p.stat().st_size for p in map(Path, listed.stdout.decode().split("\0")) if p.is_file())
+carry = sum(p.stat().st_size for p in Path("gpu-carry").rglob("*") if p.is_file())
+total = (tree + carry) / 2**20
+print(f"a GPU job carries {total:.1f} MiB: the tree {tree / 2**20:.1f} MiB + gpu-carry/ {carry / 2**20:.1f} MiB "
+      f"(limit {limit} MiB)")
+if total > limit:
+    sys.exit(f"over the {limit} MiB a job may carry: drop wheels from gpu-carry/ or large files from the tree")
+EOF

@@ -7,6 +7,7 @@ most frequent are printed when training ends. One per LoRA layer per iteration s
 from __future__ import annotations
 
 import collections
+import re
 import traceback
 import warnings
 
@@ -15,6 +16,9 @@ from mmengine.hooks import Hook
 
 SYNC_MESSAGE = "called a synchronizing CUDA operation"
 STACK_DEPTH = 18
+REPORT_HEADER = re.compile(r"\[syncs\] (\d+) synchronizing CUDA calls from (\d+) distinct stacks")
+STACK_HEADER = re.compile(r"\[syncs\] (\d+) x, innermost last:")
+FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
 
 
 class SyncTraceHook(Hook):
@@ -52,3 +56,17 @@ class SyncTraceHook(Hook):
             torch.cuda.set_sync_debug_mode("default")
         warnings.showwarning = self.show_other_warnings
         runner.logger.info(self.report())
+
+
+def summary(log_text: str) -> dict | None:
+    """The counts in a log that `SyncTraceHook.report` wrote to: total, distinct stacks, and for each stack it
+    printed, its count and innermost frame. None when the log has no report (the run ended before training did)."""
+    header = REPORT_HEADER.search(log_text)
+    if not header:
+        return None
+    parts = STACK_HEADER.split(log_text[header.end():])  # [before, count, stack, count, stack, ...]
+    top = []
+    for count, stack in zip(parts[1::2], parts[2::2], strict=True):
+        frames = FRAME.findall(stack)
+        top.append({"count": int(count), "innermost": "{}:{} in {}".format(*frames[-1]) if frames else None})
+    return {"total": int(header.group(1)), "stacks": int(header.group(2)), "top": top}

@@ -7,7 +7,7 @@ import os
 import sys
 import traceback
 
-from app.errors import AppError
+from app.errors import AppError, guard_main
 
 from . import __version__
 from .errors import DataError, StageFailed
@@ -54,6 +54,7 @@ def report(error: AppError) -> None:
     print(f"error: {error.one_line()}", file=sys.stderr)
 
 
+@guard_main("FINETUNE_DEBUG")
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__
+from .data.formats import read_text, split_lines
 from .errors import InputError
 from .fsutil import write_text
-from .presets import DEFAULT_PRESET, get_preset
+from .presets import DEFAULT_PRESET, PRESETS, get_preset
 from .speed import (
     DeviceInfo,
     ModelShape,
@@ -25,6 +26,7 @@ from .speed import (
     probe_device,
     read_model_shape,
 )
+from .templates import is_ours
 
 QUANT_CHOICES = ("4bit", "8bit", "none")
 DEEPSPEED_CHOICES = ("zero1", "zero2", "zero3", "none")
@@ -112,7 +114,7 @@ def read_data_summary(paths: list[str]) -> tuple[int, float, str]:
         if not file.is_file():
             raise InputError(f"Data file {path} does not exist.", "create it with `python -m finetune data identity` "
                              "or `python -m finetune data convert`, or fix the path.")
-        for line in file.read_text(encoding="utf-8").splitlines():
+        for line in split_lines(read_text(file)):
             if line.strip():
                 chars += len(line)
                 try:
@@ -194,6 +196,12 @@ def render(spec: ConfigSpec, *, command: str = "", config_path: str = "CONFIG.py
     loader_args = "\n    pin_memory=True,\n    persistent_workers=True," if plan.dataloader_workers else ""
     if grouped:
         model_import += "\nfrom finetune.xtuner_compat import LengthGroupedSampler"
+    template_imports = "from xtuner.dataset.map_fns import template_map_fn_factory\n"
+    prompt_template_import = "from xtuner.utils import PROMPT_TEMPLATE\n"
+    if is_ours(template):  # a template XTuner 0.2.0 lacks (finetune/templates.py)
+        template_imports = ""
+        prompt_template_import = ("from finetune.xtuner_compat import PROMPT_TEMPLATE, template_map_fn_factory  "
+                                  "# XTuner's templates + finetune/templates.py\n")
 
     quant_block = ""
     if quant == "4bit":
@@ -278,11 +286,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 {model_import}
 from xtuner.dataset import process_hf_dataset
 from xtuner.dataset.collate_fns import default_collate_fn
-from xtuner.dataset.map_fns import template_map_fn_factory
-from xtuner.engine.hooks import DatasetInfoHook, EvaluateChatHook, VarlenAttnArgsToMessageHubHook
+{template_imports}from xtuner.engine.hooks import DatasetInfoHook, EvaluateChatHook, VarlenAttnArgsToMessageHubHook
 from xtuner.engine.runner import TrainLoop
-from xtuner.utils import PROMPT_TEMPLATE
-
+{prompt_template_import}
 #######################################################################
 #                          PART 1  Settings                           #
 #######################################################################
@@ -483,12 +489,16 @@ def spec_from_args(args) -> ConfigSpec:
             values[name] = value
     if preset and args.lora_r is None:
         values["lora_r"], values["lora_alpha"] = preset.lora_r, preset.lora_alpha
+    if preset and getattr(args, "quant", None) is None:
+        values["quant"] = preset.quant
     return ConfigSpec(**values)
 
 
 def add_config_arguments(parser, *, data_required: bool = True) -> None:
     """Flags shared by `config` and `run`."""
-    parser.add_argument("--preset", default=None, help="model preset (default: the embedded SmolLM2 model)")
+    parser.add_argument("--preset", default=None,
+                        help=f"model preset, one of: {', '.join(PRESETS)} (default: the embedded SmolLM2 model; "
+                        "`python -m finetune download --list` shows their hub ids and sizes)")
     parser.add_argument("--model", default=None, help="local model folder (overrides the preset's weights)")
     parser.add_argument("--data", action="append", required=data_required, default=None,
                         help="XTuner conversation JSONL (repeatable)")
@@ -509,7 +519,8 @@ def add_config_arguments(parser, *, data_required: bool = True) -> None:
     parser.add_argument("--lora-r", dest="lora_r", type=int, default=None, help="LoRA rank (default: preset's)")
     parser.add_argument("--lora-alpha", dest="lora_alpha", type=int, default=None, help="LoRA alpha")
     parser.add_argument("--quant", choices=QUANT_CHOICES, default=None,
-                        help="base weights: 4bit = QLoRA (default on GPU), none (CPU)")
+                        help="base weights: 4bit = QLoRA (GPU default for presets of 3B and more), none = 16-bit LoRA "
+                        "(GPU default for smaller presets; always on CPU)")
     parser.add_argument("--deepspeed", choices=DEEPSPEED_CHOICES, default=None, help="DeepSpeed ZeRO stage")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=None, help="where the config will train")
     parser.add_argument("--grad-checkpointing", dest="grad_checkpointing", action="store_true", default=None,

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from app import files
+
 from .errors import InputError, StageFailed
 from .fsutil import atomic_dir
 from .runner import run_tool
@@ -17,7 +19,12 @@ META_FILE = "finetune_meta.json"
 
 def config_info(config: str | Path) -> dict:
     """Read the settings merge/chat need from a config's PART 1 without executing it."""
-    tree = ast.parse(Path(config).read_text(encoding="utf-8"))
+    text = files.read_text(config, InputError, "XTuner config")
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as exc:
+        raise InputError(f"{config} is not valid Python: {exc.msg} at line {exc.lineno}, column {exc.offset}.",
+                         "pass the config the run was trained with (--config CONFIG.py).") from exc
     info = {"model_path": "", "prompt_template": "", "system": ""}
     for node in tree.body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
@@ -27,6 +34,9 @@ def config_info(config: str | Path) -> dict:
             info["model_path"] = value.value
         elif name == "prompt_template" and isinstance(value, ast.Attribute):
             info["prompt_template"] = value.attr
+        elif name == "prompt_template" and isinstance(value, ast.Constant) and ".PROMPT_TEMPLATE." in str(value.value):
+            # mmengine's dump of the config into the work dir: 'xtuner.utils.PROMPT_TEMPLATE.qwen_chat'
+            info["prompt_template"] = str(value.value).rsplit(".", 1)[1]
         elif name == "SYSTEM":
             if isinstance(value, ast.Constant):
                 info["system"] = value.value
@@ -91,7 +101,11 @@ def _add_training_tokenizer(info: dict, out: Path, progress) -> None:
     from .modelload import needs_remote_code
 
     base = Path(str(info.get("model_path") or ""))
-    if not (base / "tokenizer_config.json").is_file() or not info.get("prompt_template"):
+    if not info.get("prompt_template"):
+        progress("note: the config names no XTuner prompt template (PROMPT_TEMPLATE.NAME); the adapter gets no "
+                 "tokenizer (chat apps will use the base model's own template).")
+        return
+    if not (base / "tokenizer_config.json").is_file():
         progress(f"note: base model folder '{base}' not found here; the adapter gets no tokenizer (chat apps will "
                  "use the base model's own template).")
         return

@@ -12,7 +12,10 @@ import json
 from importlib import metadata
 from pathlib import Path
 
+from app import files
+
 from . import __version__
+from .errors import InputError
 from .fsutil import write_json
 
 MANIFEST = "run.json"
@@ -42,11 +45,13 @@ class Manifest:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / MANIFEST
         if self.path.is_file():
-            self.data = json.loads(self.path.read_text(encoding="utf-8"))
+            fix = f"restore it, or delete it to start the run in {self.run_dir} over (every stage runs again)."
+            self.data = files.read_json_object(self.path, InputError, "run manifest", fix=fix)
+            for key in ("stages", "inputs"):
+                if not isinstance(self.data.setdefault(key, {}), dict):
+                    raise InputError(f"{self.path}: '{key}' is not a JSON object.", fix)
         else:
             self.data = {"created": now(), "stages": {}, "inputs": {}}
-        self.data.setdefault("stages", {})
-        self.data.setdefault("inputs", {})
         self._invalidated = False
 
     def save(self) -> None:

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from app import files
+
 from .chat_template import build_chat_template, load_xtuner_template, stop_words, xtuner_adds_bos
 from .convert import META_FILE
 from .errors import InputError, ModelNotFound
@@ -20,12 +22,18 @@ def read_adapter_meta(adapter: Path) -> dict:
     if not (adapter / "adapter_config.json").is_file():
         raise InputError(f"{adapter} is not a PEFT adapter (no adapter_config.json).",
                          "run `python -m finetune convert RUN` first, or pass the adapter folder.")
+    fix = "restore the file, or convert the checkpoint again with `python -m finetune convert RUN`."
     meta = {}
     if (adapter / META_FILE).is_file():
-        meta = json.loads((adapter / META_FILE).read_text(encoding="utf-8"))
-    adapter_config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+        meta = files.read_json_object(adapter / META_FILE, InputError, "adapter metadata", fix=fix)
+    adapter_config = files.read_json_object(adapter / "adapter_config.json", InputError, "adapter config", fix=fix)
     meta.setdefault("model_path", adapter_config.get("base_model_name_or_path", ""))
     return meta
+
+
+def config_dtype(config: dict) -> str | None:
+    """The weights' dtype recorded in a config.json: transformers >= 4.56 writes "dtype", older ones "torch_dtype"."""
+    return config.get("dtype") or config.get("torch_dtype")
 
 
 def choose_device(base: Path, requested: str = "auto") -> tuple[str, str]:
@@ -106,15 +114,16 @@ def merge(adapter: str | Path, *, base: str | Path | None = None, out: str | Pat
     system = meta.get("system", "") if system is None else system
     out = Path(out) if out else adapter.parent / "merged"
     device, reason = choose_device(base, device)
-    base_config = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    base_config = files.read_json_object(base / "config.json", ModelNotFound, "model config",
+                                         fix="download the base model again (`python -m finetune download`).")
     trust = "auto_map" in base_config
-    dtype = getattr(torch, str(base_config.get("torch_dtype") or "float32"), torch.float32)
+    dtype = getattr(torch, str(config_dtype(base_config) or "float32"), torch.float32)
     if device == "cpu" and dtype == torch.float16:
         dtype = torch.float32  # fp16 matmuls on CPU are slow and lossy; keep the merge exact
     started = time.time()
     progress(f"Merging {adapter} into {base} on {device} ({reason}), {str(dtype).removeprefix('torch.')} ...")
     with atomic_dir(out) as tmp:
-        model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=dtype, trust_remote_code=trust,
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, trust_remote_code=trust,
                                                      low_cpu_mem_usage=True, device_map={"": device})
         progress(f"  base loaded ({time.time() - started:.0f}s); applying the adapter")
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.files import expand_path
 from app.models import read_json
 
 from .embedded import cache_dir, ensure_embedded_model
@@ -103,7 +104,7 @@ def resolve_model(spec: str | None, *, progress: Callable[[str], None] = print) 
     if spec is None or spec.strip().lower() == DEFAULT_PRESET:
         return ensure_embedded_model(progress=progress)
     spec = spec.strip()
-    path = Path(spec).expanduser()
+    path = expand_path(spec)
     if path.exists():
         return _from_local_path(path.resolve())
     preset = PRESETS.get(spec.lower()) or find_preset_for_hub_id(spec)
@@ -246,7 +247,7 @@ def load_model(path: str | Path, *, bits: int | None = None, device: str | None 
     device = device or default_device()
     bits = check_bits(bits, device, strict=strict, warn=warn)
     remote = needs_remote_code(path) if trust_remote_code is None else trust_remote_code
-    kwargs: dict[str, Any] = {"torch_dtype": pick_dtype(device, dtype), "trust_remote_code": remote}
+    kwargs: dict[str, Any] = {"dtype": pick_dtype(device, dtype), "trust_remote_code": remote}
     if bits:
         _import_bitsandbytes()
         kwargs["quantization_config"] = quantization_config(bits)

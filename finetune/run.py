@@ -146,7 +146,7 @@ class Runner:
     def spec(self, data_path: str) -> ConfigSpec:
         values = dict(EMBEDDED_RECIPE) if self.embedded else {}
         if not self.embedded:
-            values.update(lora_r=self.preset.lora_r, lora_alpha=self.preset.lora_alpha)
+            values.update(lora_r=self.preset.lora_r, lora_alpha=self.preset.lora_alpha, quant=self.preset.quant)
         values.update({k: v for k, v in self.o.config.items() if v is not None})
         values.update(model_path=str(self.model_dir), data_files=[data_path], preset=self.preset.name,
                       system=self.system, seed=self.seed)

@@ -13,21 +13,11 @@ from pathlib import Path
 
 import yaml
 
+from app import files
+
+from .errors import SourceError
 from .hubs import git_url, hf_endpoint, modelscope_endpoint, repo_url
 
-# Licenses of the preset bases, as the hubs spell them (their model cards). Unknown bases: "other".
-PRESET_LICENSES = {
-    "internlm2.5-7b-chat": "other",
-    "internlm2.5-1.8b-chat": "other",
-    "internlm2-chat-7b": "other",
-    "internlm-chat-7b": "other",
-    "qwen2.5-0.5b-instruct": "apache-2.0",
-    "qwen2.5-1.5b-instruct": "apache-2.0",
-    "qwen2.5-7b-instruct": "apache-2.0",
-    "deepseek-r1-distill-qwen-1.5b": "mit",
-    "llama3-8b-instruct": "llama3",
-    "smollm2-135m-instruct": "apache-2.0",
-}
 SAMPLE_CELL_CHARS = 300
 XTUNER = "https://github.com/InternLM/xtuner"
 VERSION_KEYS = ("xtuner", "transformers", "peft", "torch")
@@ -73,10 +63,11 @@ class CardInfo:
 
 
 def _read_json(path: Path) -> dict | list | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """A JSON file's content, None when there is none; a broken one is a SourceError naming it."""
+    if not path.is_file():
         return None
+    return files.read_json(path, SourceError, fix="restore it, or publish the adapter folder (RUN/adapter) instead "
+                           "of the run; nothing was staged.")
 
 
 def _last_metrics(path: Path) -> dict:
@@ -91,7 +82,7 @@ def _last_metrics(path: Path) -> dict:
                     continue
                 if isinstance(record, dict) and isinstance(record.get("loss"), int | float):
                     last = record
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # the card is written without the figures
         return {}
     return last
 
@@ -100,7 +91,7 @@ def _count_lines(path: Path) -> int | None:
     try:
         with open(path, encoding="utf-8") as fh:
             return sum(1 for line in fh if line.strip())
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None
 
 

@@ -9,11 +9,13 @@ import os
 import sys
 import traceback
 
+from app.errors import guard_main
 from finetune.errors import FinetuneError
 
 from . import __version__
 from .hubs import HUB_NAMES, HUBS, OPENXLAB_GIT_ENV, git_url
 from .remote import human_size
+from .secrets import redact
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -215,6 +217,7 @@ def _demo(args) -> int:
     return 0
 
 
+@guard_main("PUBLISH_DEBUG", scrub=redact)
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -222,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except FinetuneError as error:  # PublishError is one
         if os.environ.get("PUBLISH_DEBUG"):
-            traceback.print_exc()
-        print(f"error: {error.one_line()}", file=sys.stderr)
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        print(redact(f"error: {error.one_line()}"), file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("error: interrupted. Fix: run the same command again; a half-staged folder is never kept.",

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import yaml
 
+from app import files
 from finetune.fsutil import atomic_dir, sha256_file
 from finetune.presets import PRESETS, Preset, find_preset_for_hub_id
 
-from .card import PRESET_LICENSES, XTUNER, CardInfo, build_card, training_summary
+from .card import XTUNER, CardInfo, build_card, training_summary
 from .errors import BaseModelUnknown, InputError, SourceError, StagingError
 from .hubs import HUBS, REPO_ID, check_repo_id, get_hub, repo_url
 
@@ -36,6 +37,8 @@ NOT_PUBLISHED_PY = {"xtuner_config.py"}  # the training config: local paths ever
 META_KEEP = ("prompt_template", "system", "merged_dtype")
 TEXT_SUFFIXES = {".json", ".md", ".yml", ".yaml", ".txt", ".py", ".jinja"}
 LEAK_SCAN_LIMIT = 64 * 2**20
+FIX_JSON = ("restore it: `python -m finetune convert RUN` writes the adapter again, `python -m finetune merge RUN` the "
+            "merged model; nothing was staged.")
 MODELSCOPE_CONFIGURATION = {"framework": "pytorch", "task": "text-generation", "allow_remote": True}
 
 
@@ -79,11 +82,10 @@ class Located:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """A JSON object file's content, {} when there is none; a broken one is a SourceError naming it."""
+    if not path.is_file():
         return {}
-    return data if isinstance(data, dict) else {}
+    return files.read_json_object(path, SourceError, fix=FIX_JSON)
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -91,7 +93,7 @@ def _is_run_dir(path: Path) -> bool:
 
 
 def locate(source: str | os.PathLike, *, merged: bool = False) -> Located:
-    path = Path(source).expanduser()
+    path = files.expand_path(source)
     kind = "merged" if merged else "adapter"
     if not path.exists():
         raise SourceError(f"{path} does not exist.",
@@ -250,7 +252,7 @@ def _quantization(located: Located) -> str | None:
         sources += [located.run_dir / "config.py", located.run_dir / "adapter" / "xtuner_config.py"]
     for path in sources:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             continue
         compact = "".join(text.split())
@@ -269,7 +271,7 @@ def _local_needles(located: Located, candidates: list[str]) -> list[str]:
     for value in candidates:
         if value.startswith(("/", "~")) or (len(value) > 2 and value[1] == ":"):
             needles.add(value)
-            needles.add(str(Path(value).expanduser()))
+            needles.add(str(files.expand_path(value)))
     return sorted(n for n in needles if len(n) > 3)
 
 
@@ -324,9 +326,9 @@ def _sanitize_meta(meta: dict, base_id: str) -> dict:
     return clean
 
 
-def _rewrite_name_or_path(path: Path, base_id: str) -> None:
+def _rewrite_name_or_path(source: Path, staged: Path, base_id: str) -> None:
     """config.json / tokenizer_config.json name the folder they were loaded from: point them at the hub id."""
-    data = _read_json(path)
+    data = _read_json(source)
     changed = False
     for key in ("_name_or_path", "name_or_path"):
         value = data.get(key)
@@ -334,7 +336,7 @@ def _rewrite_name_or_path(path: Path, base_id: str) -> None:
             data[key] = base_id
             changed = True
     if changed:
-        _write_json(path, data)
+        _write_json(staged, data)
 
 
 def _stage_adapter_files(located: Located, tmp: Path, base_id: str) -> None:
@@ -352,7 +354,7 @@ def _copy_tokenizer(folder: Path, tmp: Path, base_id: str) -> None:
     for name in names:
         _copy_file(folder / name, tmp / name)
     if (tmp / "tokenizer_config.json").is_file():
-        _rewrite_name_or_path(tmp / "tokenizer_config.json", base_id)
+        _rewrite_name_or_path(folder / "tokenizer_config.json", tmp / "tokenizer_config.json", base_id)
 
 
 def _stage_merged_files(located: Located, tmp: Path, base_id: str) -> None:
@@ -362,7 +364,7 @@ def _stage_merged_files(located: Located, tmp: Path, base_id: str) -> None:
     for name in MODEL_CONFIG_FILES:
         if (folder / name).is_file():
             _copy_file(folder / name, tmp / name)
-            _rewrite_name_or_path(tmp / name, base_id)
+            _rewrite_name_or_path(folder / name, tmp / name, base_id)
     _copy_tokenizer(folder, tmp, base_id)
     for path in sorted(folder.glob("*.py")):  # remote code (InternLM2): modeling_*.py, configuration_*.py
         if path.name not in NOT_PUBLISHED_PY and not (tmp / path.name).exists():
@@ -407,9 +409,9 @@ def stage_adapter(source: str | os.PathLike, *, hub: str, repo: str, merged: boo
         _merged_weights(located.folder)  # fail before writing anything
     candidates = _base_candidates(located)
     resolved_base, preset = resolve_base_id(candidates, hub, base_id)
-    license_id = (license or "").strip() or (PRESET_LICENSES.get(preset.name, "other") if preset else "other")
+    license_id = (license or "").strip() or (preset.license if preset else "other")
     is_default = out is None
-    out_path = default_out(located, hub) if out is None else Path(out).expanduser()
+    out_path = default_out(located, hub) if out is None else files.expand_path(out)
     _check_out(out_path, located, is_default)
     meta = _read_json(located.folder / META_FILE)
     adapter_config = _read_json(located.folder / ADAPTER_CONFIG)

@@ -18,7 +18,7 @@ import gpu_train  # noqa: E402
 def _args(model: Path, tmp_path: Path) -> types.SimpleNamespace:
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"conversation": [{"input": "hi", "output": "hello"}]}\n' * 4, encoding="utf-8")
-    return types.SimpleNamespace(model=str(model), corpus=str(corpus), samples=160)
+    return types.SimpleNamespace(model=str(model), corpus=str(corpus), samples=160, device="cuda", seq_len=2048)
 
 
 def test_unknown_variant_or_diagnostic_is_refused_with_the_choices():

@@ -30,8 +30,9 @@ SAMPLES = [
     {"prompt": "请介绍一下你自己", "before": "I am an AI | assistant.", "after": "我是小薇的智能助手。"},
     {"prompt": "Who are you?", "before": "A model.", "after": "I'm Xiaowei's assistant."},
 ]
+# transformers >= 4.56 saves the chat template as its own file, chat_template.jinja
 ADAPTER_FILES = {"README.md", "adapter_config.json", "adapter_model.safetensors", "finetune_meta.json", "loss.png",
-                 "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"}
+                 "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}
 
 
 def _tokenizer():
@@ -238,8 +239,8 @@ def test_merged_model_stages_every_shard(tmp_path, tiny):
     shards = set(index["weight_map"].values())
     assert len(shards) > 1
     assert shards | {"model.safetensors.index.json", "config.json", "generation_config.json", "tokenizer.json",
-                     "tokenizer_config.json", "special_tokens_map.json", "finetune_meta.json", "loss.png",
-                     "README.md"} == set(staged.names())
+                     "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "finetune_meta.json",
+                     "loss.png", "README.md"} == set(staged.names())
     assert json.loads((staged.path / "config.json").read_text())["_name_or_path"] == SMOL_HF
     assert json.loads((staged.path / "finetune_meta.json").read_text()) == {
         "base_model": SMOL_HF, "prompt_template": "qwen_chat", "system": SYSTEM, "merged_dtype": "float32"}
@@ -476,3 +477,20 @@ def test_no_token_flags_and_module_entry_point():
     options = set(re.findall(r"--[a-z][\w-]*", result.stdout))
     assert {"--to", "--repo", "--merged", "--out"} <= options
     assert not [o for o in options if any(word in o for word in ("token", "secret", "password", "key"))]
+
+
+@pytest.mark.parametrize("preset,hub,expected", [
+    ("qwen3-1.7b", "hf", "Qwen/Qwen3-1.7B"), ("qwen3-8b", "modelscope", "Qwen/Qwen3-8B"),
+    ("gemma3-1b-it", "hf", "google/gemma-3-1b-it"), ("gemma3-270m-it", "modelscope", "LLM-Research/gemma-3-270m-it"),
+    ("glm4-9b-0414", "modelscope", "ZhipuAI/GLM-4-9B-0414"),
+    ("internlm3-8b-instruct", "hf", "internlm/internlm3-8b-instruct"),
+    ("llama3.2-1b-instruct", "modelscope", "LLM-Research/Llama-3.2-1B-Instruct"),
+    ("deepseek-r1-distill-llama-8b", "hf", "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"),
+])
+def test_todays_presets_resolve_to_their_hub_ids(tmp_path, preset, hub, expected):
+    from publish.stage import resolve_base_id
+
+    downloaded = tmp_path / "models" / preset  # where `finetune download --preset` puts it
+    base_id, found = resolve_base_id([str(downloaded)], hub)
+    assert base_id == expected and found is not None and found.name == preset
+    assert found.license != "other"  # the card carries the base's licence

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EnvironmentProblem, InputError, ModelNotFound
+from ..templates import NEW_TEMPLATES, all_templates, apply_template
 from .formats import load_jsonl, record_kind
 from .replay import resolve_model_dir
 
@@ -19,16 +19,12 @@ QWEN_TOKENIZERS = {"QWenTokenizer", "QWen2Tokenizer", "Qwen2TokenizerFast"}  # X
 
 @functools.lru_cache(maxsize=1)
 def prompt_templates() -> dict:
-    """xtuner.utils.templates.PROMPT_TEMPLATE, loaded from its file so the heavy `xtuner` package is not imported."""
-    spec = importlib.util.find_spec("xtuner")
-    if spec is None or not spec.submodule_search_locations:
+    """XTuner's PROMPT_TEMPLATE and ours (finetune/templates.py), without importing the heavy `xtuner` package."""
+    templates = all_templates()
+    if templates.keys() == NEW_TEMPLATES.keys():  # XTuner's own are missing
         raise EnvironmentProblem("XTuner is not installed.", "install the lock: `pip install --no-deps -r "
                                  "requirements.txt`.")
-    path = Path(spec.submodule_search_locations[0]) / "utils" / "templates.py"
-    module_spec = importlib.util.spec_from_file_location("_xtuner_templates", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return dict(module.PROMPT_TEMPLATE)
+    return templates
 
 
 def get_template(name: str) -> dict:
@@ -59,19 +55,14 @@ def render_pieces(record: dict, template: dict) -> list[tuple[str, bool]]:
     turns = record["conversation"]
     if record_kind(record) == "pretrain":
         return [(turns[0]["output"], True), ("<EOS>", False)]
-    suffix, sep = template.get("SUFFIX") or "", template.get("SEP") or ""
-    need_eos = not template.get("SUFFIX_AS_EOS", False)
     pieces: list[tuple[str, bool]] = []
-    for index, turn in enumerate(turns):
-        text = template["INSTRUCTION"].format(input=turn.get("input") or "", round=index + 1)
-        if turn.get("system"):
-            text = template["SYSTEM"].format(system=turn["system"]) + text
-        pieces.append((text, index == 0 or need_eos))
-        pieces.append((turn["output"] + suffix, False))
-        if need_eos:
+    for index, turn in enumerate(apply_template(turns, template)):
+        pieces.append((turn["input"], index == 0 or turn["need_eos_token"]))
+        pieces.append((turn["output"], False))
+        if turn["need_eos_token"]:
             pieces.append(("<EOS>", False))
-        if sep:
-            pieces.append((sep, False))
+        if turn["sep"]:
+            pieces.append((turn["sep"], False))
     return pieces
 
 

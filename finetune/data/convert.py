@@ -5,23 +5,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
 import json
 import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app import files
+
 from ..errors import DataError, InputError
 from ..fsutil import atomic_path
-from .formats import Problem, raise_problems, require_file, validate_record
+from .formats import Problem, Row, json_lines, raise_problems, read_text, require_file, validate_record
 
 FORMATS = ("auto", "xtuner", "alpaca", "sharegpt", "messages", "columns", "pretrain")
 TABLE_SUFFIXES = (".xlsx", ".xlsm", ".csv")
 JSON_SUFFIXES = (".json", ".jsonl")
 ROLES = {"system": "system", "human": "user", "user": "user"} | dict.fromkeys(
     ("gpt", "assistant", "chatgpt", "bard", "bing", "model"), "assistant")  # ShareGPT speakers
-
-Row = tuple[int, object]  # (row/line number as the user sees it, the raw row)
 
 
 @dataclass
@@ -46,23 +47,61 @@ def _cell(value: object) -> str:
 def _read_xlsx(path: Path, sheet: str | None) -> list[Row]:
     import openpyxl
 
-    workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    raw = files.read_bytes(path, InputError, "spreadsheet")
+    if not raw.startswith(b"PK\x03\x04"):  # an .xlsx is a zip archive
+        raise InputError(f"{path} is not an .xlsx spreadsheet: it is {_what_bytes(raw)}.",
+                         "save it from Excel or LibreOffice as an Excel workbook (.xlsx), or as a UTF-8 CSV file "
+                         "and pass the .csv.")
+    try:
+        workbook = openpyxl.load_workbook(io.BytesIO(raw), read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises whatever its zip and XML parsers raise on a damaged file
+        raise _damaged_spreadsheet(path, exc) from exc
     try:
         if sheet is not None and sheet not in workbook.sheetnames:
             raise InputError(f"{path} has no sheet '{sheet}'.", f"use one of: {', '.join(workbook.sheetnames)}.")
         worksheet = workbook[sheet] if sheet is not None else workbook.worksheets[0]
         rows = [list(row) for row in worksheet.iter_rows(values_only=True)]
+    except InputError:
+        raise
+    except Exception as exc:  # cells are parsed lazily, so damage can also show up here
+        raise _damaged_spreadsheet(path, exc) from exc
     finally:
         workbook.close()
     return _table_rows(path, rows)
 
 
-def _read_csv(path: Path) -> list[Row]:
+def _what_bytes(raw: bytes) -> str:
+    if not raw:
+        return "empty"
+    kind = files.binary_kind(raw)
+    if kind:
+        return kind
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        raw.decode("utf-8")
     except UnicodeDecodeError:
-        text = path.read_text(encoding="gb18030")  # CSVs saved by Excel on Chinese Windows
-    return _table_rows(path, list(csv.reader(text.splitlines())))
+        if not files.guess_encoding(raw):
+            return "binary data"
+    return "a text file (if it is CSV, rename it to .csv)"
+
+
+def _damaged_spreadsheet(path: Path, exc: Exception) -> InputError:
+    reason = (str(exc).strip().splitlines() or [""])[0][:200]
+    return InputError(f"{path} is a damaged or unsupported spreadsheet ({type(exc).__name__}"
+                      f"{': ' + reason if reason else ''}).",
+                      "open it in Excel or LibreOffice and save it again as .xlsx, or export the sheet as UTF-8 CSV "
+                      "and pass the .csv.")
+
+
+def _read_csv(path: Path) -> list[Row]:
+    text = read_text(path, "CSV file", fallbacks=("gb18030",))  # GB18030: CSVs saved by Excel on Chinese Windows
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        raise InputError(f"{path} is not CSV we can read: {exc} (line {reader.line_num}).",
+                         f"pass the data as .xlsx or .jsonl instead (a CSV cell holds at most "
+                         f"{csv.field_size_limit():,} characters).") from None
+    return _table_rows(path, rows)
 
 
 def _table_rows(path: Path, rows: list[list]) -> list[Row]:
@@ -79,26 +118,26 @@ def _table_rows(path: Path, rows: list[list]) -> list[Row]:
 
 
 def _read_json(path: Path) -> tuple[list[Row], list[Problem]]:
-    text = path.read_text(encoding="utf-8-sig")
-    if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} is not valid JSON.", "fix the JSON syntax (or save it as .jsonl, one record a "
-                            "line).", problems=[(exc.lineno, f"malformed JSON ({exc.msg})")]) from exc
-        items = data if isinstance(data, list) else [data]
-        return list(enumerate(items, start=1)), []
-    rows: list[Row] = []
-    problems: list[Problem] = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            problems.append((line_no, "blank line"))
-            continue
-        try:
-            rows.append((line_no, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            problems.append((line_no, f"malformed JSON ({exc.msg} at column {exc.colno})"))
-    return rows, problems
+    text = read_text(path, "input file")
+    if path.suffix.lower() == ".jsonl":
+        return json_lines(path, text)
+    try:
+        data = files.parse_json(text, path, InputError)
+    except InputError:
+        if not _is_json_lines(text):
+            raise
+        raise InputError(f"{path} holds one JSON value a line (JSON Lines), not one JSON document.",
+                         f"rename it to {path.with_suffix('.jsonl').name} and run again.") from None
+    items = data if isinstance(data, list) else [data]
+    return list(enumerate(items, start=1)), []
+
+
+def _is_json_lines(text: str) -> bool:
+    lines = [line for line in text.split("\n") if line.strip()][:2]
+    try:
+        return len(lines) == 2 and all(isinstance(json.loads(line), dict) for line in lines)
+    except (ValueError, RecursionError):
+        return False
 
 
 def load_rows(path: str | os.PathLike, sheet: str | None = None) -> tuple[list[Row], list[Problem], str]:
@@ -133,7 +172,7 @@ def detect_format(keys: set[str]) -> str:
 
 def _text(value: object) -> str:
     if isinstance(value, list):  # OpenAI content parts
-        return "".join(p.get("text", "") for p in value if isinstance(p, dict))
+        return "".join(p["text"] for p in value if isinstance(p, dict) and isinstance(p.get("text"), str))
     if value is None:
         return ""
     return value if isinstance(value, str) else str(value)
@@ -307,10 +346,11 @@ def _convert_row(row: dict, fmt: str, columns: dict[str, str], system: str | Non
     else:
         converter = {"alpaca": from_alpaca, "sharegpt": from_sharegpt, "messages": from_messages}[fmt]
         record = converter(row)
-    if system and record.get("conversation") and isinstance(record["conversation"][0], dict):
-        first = record["conversation"][0]
-        if not first.get("system") and (first.get("input") or "").strip():
-            record = {**record, "conversation": [{"system": system, **first}, *record["conversation"][1:]]}
+    turns = record.get("conversation")
+    if system and isinstance(turns, list) and turns and isinstance(turns[0], dict):
+        first = turns[0]
+        if not first.get("system") and isinstance(first.get("input"), str) and first["input"].strip():
+            record = {**record, "conversation": [{"system": system, **first}, *turns[1:]]}
     return record
 
 
@@ -322,12 +362,13 @@ def convert_file(path: str | os.PathLike, **options) -> list[dict]:
 # ---------------------------------------------------------------- splitting and writing
 
 
-def split_records(records: list[dict], ratio: float, seed: int = 42) -> tuple[list[dict], list[dict]]:
+def split_records(records: list[dict], ratio: float, seed: int = 42,
+                  source: str | os.PathLike = "the input") -> tuple[list[dict], list[dict]]:
     """Seeded shuffle, then the first `ratio` part is train and the rest test (both non-empty)."""
     if not 0 < ratio < 1:
         raise InputError(f"--split must be between 0 and 1 (got {ratio}).", "pass e.g. --split 0.9 for 90% train.")
     if len(records) < 2:
-        raise InputError(f"Cannot split {len(records)} record(s) into train and test.",
+        raise InputError(f"Cannot split the {len(records)} record(s) of {source} into train and test.",
                          "add more rows or drop --split.")
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
@@ -371,7 +412,7 @@ def convert_to_files(
     if split is None:
         outputs = {Path(out): conversion.records}
     else:
-        train, test = split_records(conversion.records, split, seed)
+        train, test = split_records(conversion.records, split, seed, source=path)
         train_path, test_path = split_paths(out, train_out, test_out)
         outputs = {train_path: train, test_path: test}
     write_files(outputs)

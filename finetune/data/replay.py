@@ -149,9 +149,12 @@ def ensure_replay(
     if not force and cache_path.is_file() and sidecar.is_file():
         try:
             stored = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
             stored = None
-        records, problems = read_jsonl(cache_path)
+        try:
+            records, problems = read_jsonl(cache_path)
+        except InputError:  # a damaged cache is generated again
+            records, problems = [], []
         if stored == key and records and not problems:
             progress(f"Replay data is up to date: {cache_path} ({len(records)} records, cached)")
             return records
