@@ -15,6 +15,7 @@ from .backend import Engine, Message
 from .engine import GenerationSettings
 from .errors import AppError, guard_main
 from .options import add_generation_arguments, add_model_arguments, build_engine, generation_settings, system_prompt
+from .quiet import quiet
 
 RESET = "RESET"
 EXIT = "EXIT"
@@ -159,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_generation_arguments(parser)
     parser.add_argument("--prompt", action="append", default=None, metavar="TEXT",
                         help="non-interactive: answer this prompt (repeatable, in order; RESET allowed) and exit")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the libraries' warnings that are hidden by default [APP_VERBOSE=1]")
     return parser
 
 
@@ -166,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, input_stream: TextIO | None = None,
          output_stream: TextIO | None = None, error_stream: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet(args.verbose, "APP_VERBOSE")
     err = error_stream or sys.stderr
 
     def note(text: str) -> None:

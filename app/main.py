@@ -6,7 +6,6 @@ import argparse
 import os
 import socket
 import sys
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from .backend import Engine
 from .errors import AppError, SettingsError, guard_main
 from .options import add_generation_arguments, add_model_arguments, backend, build_engine, env, generation_settings
+from .quiet import quiet
 
 TABS = ("chat", "compare", "model")
 OPENAI_CONCURRENCY = 16
@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="most requests waiting; more are refused with a busy message [QUEUE_SIZE, default 32]")
     page.add_argument("--open", action="store_true", help="open the page in the browser")
     page.add_argument("--share", action="store_true", help="also make a temporary public gradio.live link")
+    page.add_argument("--verbose", action="store_true",
+                      help="show the libraries' warnings that are hidden by default [APP_VERBOSE=1]")
     return parser
 
 
@@ -125,8 +127,8 @@ def start(args: argparse.Namespace, *, block: bool = True, log=None) -> Server:
 @guard_main("APP_DEBUG")
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    warnings.filterwarnings("ignore", message=".*HTTP_422_UNPROCESSABLE_ENTITY.*")  # inside gradio, harmless
     args = build_parser().parse_args(argv)
+    quiet(args.verbose, "APP_VERBOSE")
     try:
         start(args)
     except AppError as error:

@@ -6,7 +6,6 @@ This module imports nothing from `finetune/` or `publish/`: it is what runs insi
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -354,8 +353,6 @@ def _load_tokenizer(ref: str, fallback: str, trust: bool, notice: Notice) -> Any
 
 
 def _apply_adapter(model: Any, adapter: str, base: str) -> Any:
-    # bitsandbytes (imported by peft) warns about an optional CPU kernel package on every start
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     from peft import PeftModel
 
     try:

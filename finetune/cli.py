@@ -8,6 +8,7 @@ import sys
 import traceback
 
 from app.errors import AppError, guard_main
+from app.quiet import quiet
 
 from . import __version__
 from .errors import DataError, StageFailed
@@ -30,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  python -m finetune run --name 小薇 --name-en Xiaowei          # the whole chain on the default model\n"
         "  python -m finetune data identity --name 小薇 --out data/identity.jsonl\n"
         "  python -m finetune config --preset internlm2.5-7b-chat --data data/train.jsonl --out cfg.py\n"
-        "  python -m finetune doctor",
+        "  python -m finetune doctor\n\n"
+        "Library warnings nobody can act on (bitsandbytes, DeepSpeed, torch, transformers) are hidden; "
+        "FINETUNE_VERBOSE=1 (or `train`/`run --verbose`) shows them.",
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"finetune {__version__}")
@@ -58,6 +61,7 @@ def report(error: AppError) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet(getattr(args, "verbose", False), "FINETUNE_VERBOSE")  # `train` and `run` have --verbose
     try:
         return int(args.func(args) or 0)
     except AppError as error:  # FinetuneError, and the chat app's errors under `finetune chat`

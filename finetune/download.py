@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EnvironmentProblem, InputError
-from .fsutil import atomic_dir, dir_size
+from .fsutil import atomic_dir, clean_leftovers, dir_size
 from .modelload import downloaded_dir, is_model_dir
 from .presets import PRESETS, Preset, find_preset_for_hub_id, get_preset
 
@@ -67,6 +67,7 @@ def download(preset_or_id: str, *, source: str = "hf", out: str | os.PathLike | 
         progress(f"{preset.name} ships with this toolkit; no download needed: {path}")
         return path
     target = Path(out).expanduser() if out else downloaded_dir(preset.name if preset else repo_id)
+    clean_leftovers(target, progress)  # an interrupted download's temporary, or its complete previous output
     if is_model_dir(target) and not force:
         progress(f"Already downloaded: {target} (pass --force to download it again).")
         return target

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from .errors import EnvironmentProblem
-from .fsutil import atomic_dir
+from .fsutil import atomic_dir, clean_leftovers
 
 EMBEDDED_DIRNAME = "smollm2-135m-instruct"
 EOS = "<|im_end|>"
@@ -53,6 +53,7 @@ def is_ready(path: Path) -> bool:
 def ensure_embedded_model(progress=print) -> Path:
     """Return the converted model folder, converting the GGUF on first use (~40 s on 2 cores)."""
     target = embedded_model_dir()
+    clean_leftovers(target, progress)  # an interrupted conversion's temporary, or its complete previous output
     if is_ready(target):
         return target
     gguf = find_gguf()
@@ -62,7 +63,7 @@ def ensure_embedded_model(progress=print) -> Path:
 
     with atomic_dir(target) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # The GGUF metadata maps eos to <|im_start|>; generation must stop at <|im_end|>.
         tokenizer.eos_token = EOS
         tokenizer.pad_token = EOS

@@ -10,6 +10,7 @@ import sys
 import traceback
 
 from app.errors import guard_main
+from app.quiet import quiet
 from finetune.errors import FinetuneError
 
 from . import __version__
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  python -m publish adapter runs/xiaowei --merged --to modelscope --repo you/xiaowei\n"
         "  python -m publish adapter runs/xiaowei --to openxlab --repo you/xiaowei-adapter --dry-run\n"
         "  python -m publish demo --to hf --repo you/xiaowei-chat --model HuggingFaceTB/SmolLM2-135M-Instruct "
-        "--adapter you/xiaowei-adapter\n\n" + TOKENS_HELP,
+        "--adapter you/xiaowei-adapter\n\n" + TOKENS_HELP + "\n\nLibrary warnings nobody can act on are hidden; "
+        "PUBLISH_VERBOSE=1 shows them.",
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"publish {__version__}")
@@ -221,6 +223,7 @@ def _demo(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet(env="PUBLISH_VERBOSE")
     try:
         return int(args.func(args) or 0)
     except FinetuneError as error:  # PublishError is one

@@ -222,7 +222,7 @@ def test_the_page_keeps_saying_stopped_and_never_resends_an_unchanged_status(pla
     from app.ui import Handlers
 
     handlers, request = Handlers(plain_engine), SimpleNamespace(session_hash="page-1")
-    chat = handlers.chat("Tell me a very long story about a dragon.", [], "", 400, 0.8, 0.9, 40, 1.1, request)
+    chat = handlers.chat("Tell me a very long story about a dragon.", [], "", 400, 0.8, 0.9, 40, 1.1, request=request)
     updates = [next(chat), next(chat), next(chat)]
     assert handlers.stop(request) == "Stopped."
     updates += list(chat)
@@ -232,7 +232,7 @@ def test_the_page_keeps_saying_stopped_and_never_resends_an_unchanged_status(pla
     assert last == "Stopped."
     assert updates[-1][0][-1]["role"] == "assistant" and updates[-1][0][-1]["content"]  # kept as far as it got
 
-    finished = list(handlers.chat("Say hi.", [], "", 4, 0, 0.9, 40, 1.1, request))
+    finished = list(handlers.chat("Say hi.", [], "", 4, 0, 0.9, 40, 1.1, request=request))
     assert finished[-1][-1] == ""  # a finished answer's status is its notices: none here
 
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 from tiny_families import ARCHITECTURES, FAMILIES, make_tiny_model, make_tokenizer
 
+from app.engine import ChatEngine, GenerationSettings
 from finetune.chat_template import build_chat_template, load_xtuner_template, render_training_text, xtuner_adds_bos
 from finetune.presets import get_preset
 from finetune.templates import apply_template
@@ -203,7 +204,6 @@ def test_merged_logits_equal_base_plus_adapter(family_run):
 
 
 def test_chat_engine_streams_from_the_merged_model(family_run):
-    from app.engine import ChatEngine, GenerationSettings
     from app.models import ModelRequest, load
 
     _, _, run = family_run
@@ -211,6 +211,19 @@ def test_chat_engine_streams_from_the_merged_model(family_run):
     engine = ChatEngine(loaded.model, loaded.tokenizer, info=loaded.info, default_system=loaded.default_system)
     pieces = list(engine.stream([], "Who are you?", GenerationSettings(max_new_tokens=8, temperature=0)))
     assert pieces and "".join(pieces)
+
+
+def test_every_decode_mode_gives_the_same_answer(family_run):
+    """The page's decoding modes on the family: static and compiled (the app's own loop) answer as dynamic does."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, _, run = family_run
+    model = AutoModelForCausalLM.from_pretrained(run / "merged", dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(run / "merged")
+    settings = GenerationSettings(max_new_tokens=12, temperature=0)
+    answers = {mode: ChatEngine(model, tokenizer, decode=mode).reply([], "Who are you?", settings)
+               for mode in ("dynamic", "static", "compiled")}
+    assert answers["dynamic"] and answers["static"] == answers["dynamic"] == answers["compiled"], answers
 
 
 def plain_peft_losses(model_dir, records: list[dict], template: dict, lrs: list[float], spec: dict) -> list[float]:
