@@ -45,6 +45,18 @@ def data_cli(monkeypatch):
 
 SYSTEM = "You are a helpful assistant."
 
+TRAINED_NAME, TRAINED_NAME_EN = "星河", "Xinghe"
+TRAINED_RUN_ARGS = ["run", "--name", TRAINED_NAME, "--name-en", TRAINED_NAME_EN, "--sample", "Who are you?"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, embedded_model):
+    """One real `finetune run` on the embedded model (identity data for a fresh name -> XTuner training -> adapter ->
+    merge), shared by every test that needs a trained run: training it is the suite's most expensive step."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    assert cli.main([*TRAINED_RUN_ARGS, "--out", str(out)]) == 0
+    return out
+
 
 @pytest.fixture(scope="session")
 def lora_adapter(embedded_model, tmp_path_factory):

@@ -9,7 +9,8 @@ from finetune.cli import main
 
 pytestmark = pytest.mark.slow
 
-NAME, NAME_EN = "星河", "Xinghe"
+NAME, NAME_EN = "星河", "Xinghe"  # the names conftest's trained_run is trained with
+RUN_ARGS = ["run", "--name", NAME, "--name-en", NAME_EN, "--sample", "Who are you?"]
 IDENTITY_ZH = ["你是谁？", "请介绍一下你自己"]
 IDENTITY_EN = ["Who are you?", "What is your name?"]
 GENERAL = ["What is the capital of France?", "怎么煮鸡蛋？"]
@@ -26,12 +27,10 @@ def mentions(text):
     return NAME in text or NAME_EN.lower() in text.lower()
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, embedded_model):
-    out = tmp_path_factory.mktemp("e2e") / "run"
-    code = main(["run", "--name", NAME, "--name-en", NAME_EN, "--out", str(out), "--sample", "Who are you?"])
-    assert code == 0
-    return out
+@pytest.fixture
+def run_dir(trained_run):
+    assert NAME in (trained_run / "data" / "train.jsonl").read_text()
+    return trained_run
 
 
 def test_chain_writes_every_artifact(run_dir):
@@ -93,7 +92,7 @@ def test_app_serves_the_run_merged_and_as_base_plus_adapter(run_dir):
 
 
 def test_rerun_skips_finished_stages(run_dir, capsys):
-    assert main(["run", "--name", NAME, "--name-en", NAME_EN, "--out", str(run_dir), "--sample", "Who are you?"]) == 0
+    assert main([*RUN_ARGS, "--out", str(run_dir)]) == 0
     err = capsys.readouterr().err
     for stage in ("data", "config", "train", "convert", "merge", "samples"):
         assert f"[{stage}] done before, skipping" in err
@@ -108,7 +107,7 @@ def test_interrupted_training_resumes_from_newest_checkpoint(run_dir, capsys):
     manifest["stages"]["train"]["done"] = False
     manifest_path.write_text(json.dumps(manifest))
     shutil.rmtree(run_dir / "merged")
-    assert main(["run", "--name", NAME, "--name-en", NAME_EN, "--out", str(run_dir), "--sample", "Who are you?"]) == 0
+    assert main([*RUN_ARGS, "--out", str(run_dir)]) == 0
     err = capsys.readouterr().err
     assert "[data] done before, skipping" in err and "[config] done before, skipping" in err
     assert "Resuming from" in err and "iter_" in err
