@@ -1,10 +1,14 @@
 # Set-up is part of every target: a virtualenv in .venv with the full lock (pip install --no-deps). `make setup` installs
-# what users need (requirements.txt); the test targets add requirements-dev.txt (llama.cpp's server, compiled once).
+# what users need (requirements.txt); `make export-tools` adds llama.cpp's converter, quantizer and server for GGUF
+# export (compiled once, ~9 min on 2 cores); the test targets add both and requirements-dev.txt.
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
-DEV_STAMP := $(VENV)/.dev-installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
+EXPORT_STAMP := $(VENV)/.export-installed-$(shell cat requirements.txt requirements-export.txt | sha256sum | cut -c1-12)
+DEV_STAMP := $(VENV)/.dev-installed-$(shell cat requirements.txt requirements-export.txt requirements-dev.txt \
+	| sha256sum | cut -c1-12)
+LLAMA_CPP_PIN := $(shell grep -E '^llama-cpp-python==' requirements-export.txt)
 RUN ?= runs/xiaowei
 HOST ?= 127.0.0.1
 PORT ?= 7860
@@ -12,7 +16,7 @@ export HF_HUB_DISABLE_TELEMETRY = 1
 export GRADIO_ANALYTICS_ENABLED = False
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup test test-fast fuzz lint demo bench gpu-carry clean
+.PHONY: setup export-tools test test-fast fuzz lint demo bench gpu-carry clean
 
 setup: $(STAMP)
 
@@ -25,7 +29,20 @@ $(STAMP): requirements.txt
 	$(PY) -c "from finetune.embedded import ensure_embedded_model; ensure_embedded_model()"
 	@rm -f $(VENV)/.installed-* && touch $@
 
-$(DEV_STAMP): $(STAMP) requirements-dev.txt
+export-tools: $(EXPORT_STAMP)
+
+# llama-cpp-python compiled from its source distribution, and llama.cpp's converter copied out of the same pinned
+# source distribution (PyPI has no package with the converter); nothing is downloaded when a model is exported
+$(EXPORT_STAMP): $(STAMP) requirements-export.txt
+	@echo "Installing llama.cpp's converter, quantizer and server (the first time compiles llama.cpp: ~9 min on 2 cores)"
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-export.txt
+	@rm -rf $(VENV)/.llama-sdist
+	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: -d $(VENV)/.llama-sdist \
+		"$(LLAMA_CPP_PIN)"
+	$(PY) -m finetune.llamacpp install $(VENV)/.llama-sdist/llama_cpp_python-*.tar.gz
+	@rm -rf $(VENV)/.llama-sdist $(VENV)/.export-installed-* && touch $@
+
+$(DEV_STAMP): $(EXPORT_STAMP) requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-dev.txt
 	@rm -f $(VENV)/.dev-installed-* && touch $@
 

@@ -65,6 +65,9 @@ class Server:
 
     def close(self) -> None:
         self.demo.close()
+        close_engine = getattr(self.engine, "close", None)  # a server the app started (a .gguf) stops with it
+        if close_engine:
+            close_engine()
 
 
 def check_port(host: str, port: int) -> int:

@@ -75,6 +75,7 @@ class OpenAIEngine(Engine):
         self._key = api_key or None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=10))
+        self.closers: list[Callable[[], None]] = []  # e.g. stopping the server this app started
 
     @classmethod
     def connect(cls, base_url: str, *, model: str | None = None, base_model: str | None = None,
@@ -117,6 +118,8 @@ class OpenAIEngine(Engine):
 
     def close(self) -> None:
         self.http.close()
+        for closer in self.closers:
+            closer()
 
     # ------------------------------------------------------------------ capabilities
 

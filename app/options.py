@@ -11,6 +11,7 @@ from typing import Any
 from .backend import Engine
 from .engine import DECODE_MODES, DEFAULT_MAX_INPUT_CHARS, ChatEngine, GenerationSettings, resolve_decode
 from .errors import SettingsError
+from .gguf_server import is_gguf
 from .models import ModelRequest, load
 
 FALSE_WORDS = {"0", "false", "no", "off", ""}
@@ -41,8 +42,8 @@ def env_flag(name: str, default: bool) -> bool:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model (each flag also reads the environment variable in brackets)")
     group.add_argument("model", nargs="?", default=None,
-                       help="merged model folder, run directory, adapter folder, downloaded preset name or hub id "
-                       "[MODEL_ID]; default: the embedded SmolLM2-135M-Instruct")
+                       help="merged model folder, run directory, adapter folder, downloaded preset name, hub id or a "
+                       ".gguf file (run by llama.cpp's server) [MODEL_ID]; default: the embedded SmolLM2-135M-Instruct")
     group.add_argument("--model", dest="model_flag", default=None, metavar="MODEL", help="same as the positional")
     group.add_argument("--adapter", default=None, help="PEFT adapter folder or hub id on top of the base [ADAPTER_ID]")
     group.add_argument("--base", default=None, help="base model for --adapter (default: the one the adapter names) "
@@ -165,6 +166,8 @@ def build_engine(args: argparse.Namespace, notice: Callable[[str], None]) -> Eng
     system = system_prompt(args)
     if backend(args) == "openai":
         return _openai_engine(args, context, max_chars, system, notice)
+    if is_gguf(args.model_flag or args.model or env("MODEL_ID")):
+        return _gguf_engine(args, context, max_chars, system, notice)
     choice = args.decode or env("DECODE", "auto").lower()
     if choice not in ("auto", *DECODE_MODES):
         raise SettingsError(f"DECODE={choice} is not a decode mode.", "use auto, static, compiled or dynamic.")
@@ -178,6 +181,28 @@ def build_engine(args: argparse.Namespace, notice: Callable[[str], None]) -> Eng
     if engine.compiles:
         notice("Compiling the decoding step (static KV cache, CUDA graphs); the first time takes a minute or two ...")
         engine.warm_up()
+    return engine
+
+
+def _gguf_engine(args: argparse.Namespace, context: int | None, max_chars: int, system: str | None,
+                 notice: Callable[[str], None]) -> Engine:
+    from . import gguf_server
+    from .openai_backend import OpenAIEngine
+
+    local = [flag for flag, value in (("--adapter", args.adapter), ("--base", args.base),
+                                      ("--use-adapter", args.use_adapter), ("--bits", args.bits),
+                                      ("--dtype", args.dtype), ("--decode", args.decode)) if value]
+    if local:
+        raise SettingsError(f"{', '.join(local)} do not apply to a .gguf file (llama.cpp runs it as it was exported).",
+                            "leave them out, or open the run directory to use them.")
+    path = args.model_flag or args.model or env("MODEL_ID")
+    context = context or gguf_server.DEFAULT_CONTEXT
+    server = gguf_server.start(path, context=context, notice=notice)
+    engine = OpenAIEngine.connect(server.url, model=server.alias, context=context, max_input_chars=max_chars,
+                                  default_system=system or "",
+                                  info={"Backend": f"llama.cpp's server on {path} (a child process; it renders the "
+                                        "GGUF's own chat template)"})
+    engine.closers.append(server.stop)
     return engine
 
 

@@ -16,6 +16,8 @@ from .fsutil import atomic_dir, clean_leftovers
 
 EMBEDDED_DIRNAME = "smollm2-135m-instruct"
 EOS = "<|im_end|>"
+# what a converted folder records; a folder converted by an older version (or none) is converted again
+FORMAT_FILE, FORMAT = "finetune_embedded.json", 2
 
 
 def cache_dir() -> Path:
@@ -45,9 +47,24 @@ def find_gguf() -> Path:
 
 
 def is_ready(path: Path) -> bool:
-    return (path / "config.json").is_file() and (path / "model.safetensors").is_file() and (
-        path / "tokenizer.json"
-    ).is_file()
+    try:
+        recorded = json.loads((path / FORMAT_FILE).read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return recorded == FORMAT and all((path / name).is_file() for name in ("config.json", "model.safetensors",
+                                                                          "tokenizer.json"))
+
+
+def _as_upstream_tokenizer(folder: Path) -> None:
+    """Undo two artefacts of transformers' GGUF reader so the tokenizer files say what the GGUF (and upstream
+    SmolLM2) say: a byte-level BPE without byte fallback and without an automatic BOS. Token ids do not change
+    (the chat template writes the BOS itself); llama.cpp's converter then recognises the vocabulary (gpt2, smollm
+    pre-tokenizer) when a fine-tuned model is exported to GGUF."""
+    path = folder / "tokenizer.json"
+    tokenizer = json.loads(path.read_text(encoding="utf-8"))
+    tokenizer["model"]["byte_fallback"] = False
+    tokenizer["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    path.write_text(json.dumps(tokenizer, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 def ensure_embedded_model(progress=print) -> Path:
@@ -72,11 +89,14 @@ def ensure_embedded_model(progress=print) -> Path:
         model.generation_config.eos_token_id = model.config.eos_token_id
         model.generation_config.pad_token_id = model.config.eos_token_id
         model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.add_bos_token = False  # rebuilds the post-processor that tokenizer.json stores
         tokenizer.save_pretrained(tmp)
+        _as_upstream_tokenizer(tmp)
         # transformers copies the whole 98 MB GGUF as tokenizer.model; the fast tokenizer does not use it.
         (tmp / "tokenizer.model").unlink(missing_ok=True)
         config = json.loads((tmp / "tokenizer_config.json").read_text())
         config.pop("vocab_file", None)
         (tmp / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2))
+        (tmp / FORMAT_FILE).write_text(json.dumps({"format": FORMAT, "from": gguf.name}) + "\n")
     progress(f"Embedded model ready: {target}")
     return target

@@ -164,6 +164,21 @@ def atomic_path(path: str | os.PathLike, notice: Notice | None = None) -> Iterat
         raise
 
 
+@contextlib.contextmanager
+def scratch_path(path: str | os.PathLike, notice: Notice | None = None) -> Iterator[Path]:
+    """Like atomic_path, for an intermediate file that is never kept: the temporary is removed when the block ends
+    (and, after a kill, by the next clean_leftovers of `path`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(path, notice, folder=False)
+    fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(path), dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

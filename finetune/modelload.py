@@ -94,6 +94,11 @@ def _from_local_path(path: Path) -> Path:
     return _check_model_dir(path)
 
 
+def model_folder(path: Path) -> Path:
+    """A local model folder or run directory -> the model folder (a run's merged/), with clear errors."""
+    return _from_local_path(expand_path(path))
+
+
 def _from_cache(name: str, preset: Preset | None) -> Path | None:
     folder = downloaded_dir(preset.name if preset else name)
     return folder if is_model_dir(folder) else None

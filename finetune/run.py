@@ -20,7 +20,7 @@ from .fsutil import write_json, write_jsonl
 from .manifest import Manifest, stable_hash
 from .presets import DEFAULT_PRESET, get_preset
 
-STAGES = ("data", "config", "train", "convert", "merge", "samples")
+STAGES = ("data", "config", "train", "convert", "merge", "samples", "export")  # export only with --export
 SAMPLE_PROMPTS = ["请介绍一下你自己", "Who are you?", "What is the capital of France?"]
 
 # The CPU recipe for the embedded 135M model: varied identity data mixed 1:1 with the base model's own
@@ -52,6 +52,7 @@ class RunOptions:
     launch: object | None = None
     sample_prompts: list[str] = field(default_factory=lambda: list(SAMPLE_PROMPTS))
     verbose: bool = False
+    export: list[str] = field(default_factory=list)  # GGUF quantizations for the last stage (none: no export)
 
 
 @dataclass
@@ -61,6 +62,7 @@ class RunResult:
     adapter: Path
     samples: list[dict]
     skipped: list[str]
+    exported: dict = field(default_factory=dict)  # quant -> GGUF path, "modelfile" -> its path
 
 
 def _log(message: str) -> None:
@@ -84,6 +86,12 @@ class Runner:
         self.preset = get_preset(options.preset or DEFAULT_PRESET)
         self.model_dir = resolve_model(options.model or self.preset.name, progress=_log)
         self.embedded = self.preset.embedded and options.model is None
+        if options.export:  # before hours of training, not after
+            from .export import check_quants
+            from .llamacpp import require_tools
+
+            options.export = check_quants(options.export)
+            require_tools()
 
     def stage(self, name: str, key_inputs: object, action) -> dict:
         key = stable_hash(key_inputs)
@@ -223,10 +231,25 @@ class Runner:
         samples_out = self.stage("samples", {"merged": merged["merged"], "prompts": o.sample_prompts,
                                              "model": _file_key(Path(merged["merged"]) / "config.json")},
                                  lambda: self.make_samples(merged["merged"]))
+        exported = {}
+        if o.export:
+            adapter_weights = _file_key(Path(adapter["adapter"]) / "adapter_model.safetensors")
+            exported = self.stage("export", {"merged": adapter_weights, "quants": o.export},
+                                  lambda: self.export_gguf(merged["merged"]))
         import json
 
         samples = json.loads(Path(samples_out["samples"]).read_text(encoding="utf-8"))
-        return RunResult(self.run_dir, Path(merged["merged"]), Path(adapter["adapter"]), samples, self.skipped)
+        return RunResult(self.run_dir, Path(merged["merged"]), Path(adapter["adapter"]), samples, self.skipped,
+                         exported)
+
+    def export_gguf(self, merged: str) -> dict:
+        from .export import export
+
+        result = export(merged, self.o.export, out=self.run_dir / "gguf", progress=_log)
+        outputs = {quant: str(path) for quant, path in result.files.items()}
+        if result.modelfile:
+            outputs["modelfile"] = str(result.modelfile)
+        return outputs
 
 
 def _file_key(path: str | Path | None) -> list:
@@ -284,6 +307,9 @@ def register(subparsers, formatter_class) -> None:
                         help="do not mix in the base model's own answers")
     parser.add_argument("--sample", dest="sample_prompts", action="append", default=None,
                         help="prompt for the before/after table (repeatable)")
+    parser.add_argument("--export", nargs="+", default=None, metavar="QUANT",
+                        help="last stage: GGUF files + Ollama Modelfile in RUN/gguf (q4_k_m, q5_k_m, q8_0, f16; "
+                        "needs `make export-tools`)")
     add_config_arguments(parser, data_required=False)
     add_launch_arguments(parser)
     parser.set_defaults(func=_main)
@@ -306,12 +332,14 @@ def _main(args) -> int:
         count=args.count, data=args.data or [], mix=args.mix, mix_ratio=args.mix_ratio, replay=args.replay,
         preset=args.preset, model=args.model, config={k: getattr(args, k) for k in CONFIG_FIELDS},
         deepspeed=args.deepspeed or "none", launch=launch_from_args(args), verbose=args.verbose,
-        sample_prompts=args.sample_prompts or list(SAMPLE_PROMPTS),
+        sample_prompts=args.sample_prompts or list(SAMPLE_PROMPTS), export=args.export or [],
     )
     result = run(options)
     print_samples(result.samples)
     print(f"\nRun directory: {result.run_dir}")
     print(f"  merged model: {result.merged}\n  adapter:      {result.adapter}")
     print(f"  loss curve:   {result.run_dir / 'loss.png'}")
+    for quant, path in result.exported.items():
+        print(f"  {'Modelfile' if quant == 'modelfile' else 'GGUF ' + quant}: {path}")
     print(f"Chat with it: python -m finetune chat {result.run_dir}")
     return 0

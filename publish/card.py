@@ -45,7 +45,7 @@ class TrainingSummary:
 class CardInfo:
     hub: str
     repo: str
-    kind: str  # adapter | merged
+    kind: str  # adapter | merged | gguf
     base_id: str
     license: str
     quant: str | None  # 4bit | 8bit | None
@@ -57,6 +57,8 @@ class CardInfo:
     has_loss_png: bool = False
     trust_remote_code: bool = False
     summary: TrainingSummary = field(default_factory=TrainingSummary)
+    gguf_files: list[str] = field(default_factory=list)  # kind gguf: the files, e.g. xiaowei-Q4_K_M.gguf
+    has_modelfile: bool = False
 
 
 # ------------------------------------------------------------------------------------------- run reading
@@ -139,6 +141,8 @@ def training_summary(run_dir: Path | None) -> TrainingSummary:
 
 
 def front_matter(info: CardInfo) -> dict:
+    if info.kind == "gguf":
+        return _gguf_front_matter(info)
     tags = ["xtuner", "lora"]
     if info.quant == "4bit":
         tags.append("qlora")
@@ -158,6 +162,23 @@ def front_matter(info: CardInfo) -> dict:
         meta["tasks"] = ["text-generation"]
         meta["frameworks"] = ["pytorch"]
     return meta
+
+
+def _gguf_front_matter(info: CardInfo) -> dict:
+    """The hub lists a repo of .gguf files as a GGUF model; base_model + relation `finetune` put it under its base
+    (`quantized` would claim it is the base itself, quantized)."""
+    meta: dict = {"base_model": info.base_id, "base_model_relation": "finetune", "library_name": "gguf",
+                  "pipeline_tag": "text-generation", "tags": ["gguf", "llama.cpp", "ollama", "xtuner", "lora"],
+                  "license": info.license, "language": ["zh", "en"]}
+    if info.hub == "modelscope":
+        meta["tasks"] = ["text-generation"]
+        meta["frameworks"] = ["gguf"]
+    return meta
+
+
+def quant_label(filename: str) -> str:
+    """`xiaowei-Q4_K_M.gguf` -> `Q4_K_M`."""
+    return Path(filename).stem.rsplit("-", 1)[-1]
 
 
 def render_front_matter(meta: dict) -> str:
@@ -210,6 +231,20 @@ def _method(info: CardInfo) -> str:
 
 def _intro(info: CardInfo) -> list[str]:
     base = _base_link(info)
+    if info.kind == "gguf":
+        quants = ", ".join(quant_label(f) for f in info.gguf_files)
+        zh = (f"**中文**：把用 [XTuner]({XTUNER}) 训练的 LoRA 合并进 {base} 后，"
+              f"用 llama.cpp 自己的转换和量化工具导出的 GGUF 文件（{quants}），可以在 Ollama、llama.cpp、LM Studio "
+              "中离线运行。")
+        en = (f"**English**: {base} with a LoRA trained by [XTuner]({XTUNER}) merged in, exported to GGUF ({quants}) "
+              "with llama.cpp's own converter and quantizer: runs offline in Ollama, llama.cpp and LM Studio.")
+        lines = [zh, "", en]
+        if info.prompt_template:
+            lines += ["", f"GGUF 元数据带有训练时的对话模板（XTuner `{info.prompt_template}`）"
+                      + ("，`Modelfile` 的 TEMPLATE 渲染出相同的文本" if info.has_modelfile else "") + "。"
+                      f" / The GGUF metadata carries the training chat template (XTuner `{info.prompt_template}`)"
+                      + ("; the `Modelfile`'s TEMPLATE renders the same text" if info.has_modelfile else "") + "."]
+        return lines
     if info.kind == "adapter":
         method = _method(info).split(",")[0]
         zh = (f"**中文**：这是用 [XTuner]({XTUNER}) 在 {base} 上做 {method} 微调得到的 PEFT 适配器（adapter）："
@@ -234,6 +269,8 @@ def _intro(info: CardInfo) -> list[str]:
 def _summary_table(info: CardInfo) -> list[str]:
     s = info.summary
     rows = [("基座模型 / Base model", f"`{info.base_id}`"), ("方法 / Method", _method(info))]
+    if info.gguf_files:
+        rows.append(("GGUF 文件 / GGUF files", ", ".join(f"`{f}`" for f in info.gguf_files)))
     if info.prompt_template:
         rows.append(("对话模板 / Prompt template", f"`{info.prompt_template}`"))
     if info.system:
@@ -308,7 +345,29 @@ def _refs(info: CardInfo) -> _Refs:
                  _py(info.base_id), f"./{name}", info.base_id)
 
 
+def _gguf_usage(info: CardInfo) -> list[str]:
+    first = info.gguf_files[0]
+    quant = quant_label(first)
+    if info.hub == "modelscope":
+        pull, download = f"modelscope.cn/{info.repo}:{quant}", f"modelscope download --model {info.repo} --local_dir ."
+    else:
+        pull, download = f"hf.co/{info.repo}:{quant}", f"huggingface-cli download {info.repo} --local-dir ."
+    lines = ["## 使用方法 / How to use", "", "### Ollama", "", "```bash", f"ollama run {pull}", "```", ""]
+    if info.has_modelfile:
+        name = info.repo.split("/")[1].lower()
+        lines += ["或者下载后用本仓库的 `Modelfile`（训练时的模板、停止词和默认系统提示）："
+                  " / Or download and use this repo's `Modelfile` (the training template, stop words and default "
+                  "system prompt):", "", "```bash", download, f"ollama create {name} -f Modelfile",
+                  f"ollama run {name}", "```", ""]
+    lines += ["### llama.cpp", "", "```bash", f"llama-server -hf {info.repo}:{quant}" if info.hub == "hf"
+              else f"{download} && llama-server -m {first}", "```", "",
+              "### 聊天网页 / Chat app (xtuner-assistant-kit)", "", "```bash", f"python -m app {first}", "```", ""]
+    return lines
+
+
 def _usage(info: CardInfo) -> list[str]:
+    if info.kind == "gguf":
+        return _gguf_usage(info)
     refs = _refs(info)
     trust = ", trust_remote_code=True" if info.trust_remote_code else ""
     lines = ["## 使用方法 / How to use", ""]

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  python -m publish adapter runs/xiaowei --to hf --repo you/xiaowei-adapter\n"
         "  python -m publish adapter runs/xiaowei --merged --to modelscope --repo you/xiaowei\n"
         "  python -m publish adapter runs/xiaowei --to openxlab --repo you/xiaowei-adapter --dry-run\n"
+        "  python -m publish gguf runs/xiaowei --to hf --repo you/xiaowei-GGUF\n"
         "  python -m publish demo --to hf --repo you/xiaowei-chat --model HuggingFaceTB/SmolLM2-135M-Instruct "
         "--adapter you/xiaowei-adapter\n\n" + TOKENS_HELP + "\n\nLibrary warnings nobody can act on are hidden; "
         "PUBLISH_VERBOSE=1 shows them.",
@@ -70,6 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
     adapter.add_argument("--license", default=None, help="license for the card (default: the base model's)")
     adapter.add_argument("--out", default=None, help="staging folder (default: RUN/publish/<hub>[-merged])")
     adapter.set_defaults(func=_adapter)
+
+    gguf = subparsers.add_parser(
+        "gguf",
+        help="upload a run's GGUF export (files + Modelfile + card) to Hugging Face or ModelScope",
+        description="Stage RUN/gguf (written by `python -m finetune export`): every .gguf file, the Ollama "
+        "Modelfile and a bilingual card whose metadata lists it as a GGUF fine-tune of its base, with how to "
+        "`ollama run` and `llama-server` it. Only files the hub lacks are sent; the remote is checked afterwards.",
+        epilog="examples:\n"
+        "  python -m publish gguf runs/xiaowei --to hf --repo you/xiaowei-GGUF --dry-run\n"
+        "  python -m publish gguf runs/xiaowei --to modelscope --repo you/xiaowei-GGUF",
+        formatter_class=HelpFormatter,
+    )
+    gguf.add_argument("source", help="run directory or its gguf/ folder")
+    _add_target(gguf)
+    gguf.add_argument("--base-id", dest="base_id", default=None,
+                      help="hub id of the base model (default: read from the run)")
+    gguf.add_argument("--license", default=None, help="license for the card (default: the base model's)")
+    gguf.add_argument("--out", default=None, help="staging folder (default: RUN/publish/<hub>-gguf)")
+    gguf.set_defaults(func=_gguf)
 
     demo = subparsers.add_parser(
         "demo",
@@ -137,7 +157,8 @@ def print_plan(staged, *, private: bool, stream=None) -> None:
     remote = git_url(staged.hub, staged.repo)
     if remote:
         out(f"  git:    {remote} (create the repo on openxlab.org.cn first; uploads push here)")
-    what = ("adapter_config.json base_model_name_or_path" if staged.kind == "adapter" else "config.json")
+    what = {"adapter": "adapter_config.json base_model_name_or_path", "merged": "config.json",
+            "gguf": "the card's base_model"}[staged.kind]
     out(f"  model:  {staged.kind} of {staged.base_id} ({what} points to it)")
     out(f"  staged: {staged.path}")
     out("files:")
@@ -169,6 +190,18 @@ def _adapter(args) -> int:
     published = publish_adapter(args.source, hub=args.hub, repo=args.repo, merged=args.merged,
                                 base_id=args.base_id, license=args.license, out=args.out, private=args.private,
                                 dry_run=args.dry_run)
+    if published.result is None:
+        print_plan(published.staged, private=args.private)
+    else:
+        print_result(published.result)
+    return 0
+
+
+def _gguf(args) -> int:
+    from .gguf import publish_gguf
+
+    published = publish_gguf(args.source, hub=args.hub, repo=args.repo, base_id=args.base_id, license=args.license,
+                             out=args.out, private=args.private, dry_run=args.dry_run)
     if published.result is None:
         print_plan(published.staged, private=args.private)
     else:

@@ -309,8 +309,8 @@ def _check_out(out: Path, located: Located, is_default: bool) -> None:
     if resolved.is_file():
         raise InputError(f"--out {out} is a file.", "pass a folder path.")
     entries = list(resolved.iterdir())
-    looks_staged = (resolved / "README.md").is_file() and any(
-        (resolved / n).is_file() for n in (ADAPTER_CONFIG, "config.json"))
+    looks_staged = (resolved / "README.md").is_file() and (any(
+        (resolved / n).is_file() for n in (ADAPTER_CONFIG, "config.json")) or any(resolved.glob("*.gguf")))
     if entries and not looks_staged:
         raise InputError(f"--out {out} exists and is not a staging folder; it is left untouched.",
                          "pass an empty or new folder.")
@@ -448,4 +448,71 @@ def stage_adapter(source: str | os.PathLike, *, hub: str, repo: str, merged: boo
         _check_no_local_paths(tmp, _local_needles(located, candidates))
 
     return StagedFolder(path=out_path, hub=hub, repo=repo, kind=located.kind, base_id=resolved_base,
+                        url=repo_url(hub, repo), files=list_files(out_path))
+
+
+# ------------------------------------------------------------------------------------------- GGUF
+
+GGUF_HUBS = ("hf", "modelscope")  # the hubs that list GGUF files as such (and `ollama run` can pull from)
+
+
+def locate_gguf(source: str | os.PathLike) -> Located:
+    """A run directory (its gguf/ folder) or a folder of .gguf files written by `finetune export`."""
+    path = files.expand_path(source)
+    if not path.exists():
+        raise SourceError(f"{path} does not exist.", "pass a run directory (runs/NAME) or its gguf/ folder.")
+    if not path.is_dir():
+        raise SourceError(f"{path} is a file, not a folder.", "pass the run directory or the gguf/ folder.")
+    path = path.resolve()
+    folder, run_dir = (path / "gguf", path) if _is_run_dir(path) else (path, path.parent if _is_run_dir(
+        path.parent) else None)
+    if not folder.is_dir() or not any(folder.glob("*.gguf")):
+        raise SourceError(f"{folder} holds no .gguf file.",
+                          f"export the model first: `python -m finetune export {run_dir or path}`.")
+    for gguf in folder.glob("*.gguf"):
+        with open(gguf, "rb") as fh:
+            if fh.read(4) != b"GGUF":
+                raise SourceError(f"{gguf} is not a GGUF file.", "export again: `python -m finetune export RUN`.")
+    return Located(folder, run_dir, "gguf")
+
+
+def stage_gguf(source: str | os.PathLike, *, hub: str, repo: str, out: str | os.PathLike | None = None,
+               base_id: str | None = None, license: str | None = None) -> StagedFolder:
+    """The GGUF files, the Modelfile beside them and a card that makes the hub list it as a GGUF of its base."""
+    hub = get_hub(hub).name
+    if hub not in GGUF_HUBS:
+        raise InputError(f"GGUF files are published to {' or '.join(GGUF_HUBS)}, not {hub}.",
+                         "pass --to hf or --to modelscope.")
+    repo = check_repo_id(repo)
+    located = locate_gguf(source)
+    merged = located.run_dir / "merged" if located.run_dir else None
+    candidates = _base_candidates(located) + (_base_candidates(Located(merged, located.run_dir, "merged"))
+                                              if merged and merged.is_dir() else [])
+    resolved_base, preset = resolve_base_id(candidates, hub, base_id)
+    license_id = (license or "").strip() or (preset.license if preset else "other")
+    out_path = (located.run_dir / "publish" / f"{hub}-gguf" if located.run_dir
+                else located.folder.parent / f"{located.folder.name}-publish" / hub) if out is None \
+        else files.expand_path(out)
+    _check_out(out_path, located, out is None)
+    meta = _read_json(merged / META_FILE) if merged else {}
+    ggufs = sorted(p.name for p in located.folder.glob("*.gguf"))
+    loss_png = _loss_png(located)
+    with atomic_dir(out_path) as tmp:
+        for name in ggufs:
+            _copy_file(located.folder / name, tmp / name)
+        if (located.folder / "Modelfile").is_file():
+            _copy_file(located.folder / "Modelfile", tmp / "Modelfile")
+        if loss_png is not None:
+            _copy_file(loss_png, tmp / "loss.png")
+        info = CardInfo(
+            hub=hub, repo=repo, kind="gguf", base_id=resolved_base, license=license_id, quant=None,
+            prompt_template=str(meta.get("prompt_template") or ""), system=str(meta.get("system") or ""),
+            has_loss_png=loss_png is not None, summary=training_summary(located.run_dir), gguf_files=ggufs,
+            has_modelfile=(tmp / "Modelfile").is_file(),
+        )
+        _write_text(tmp / "README.md", build_card(info))
+        if hub == "modelscope":
+            _write_json(tmp / "configuration.json", MODELSCOPE_CONFIGURATION)
+        _check_no_local_paths(tmp, _local_needles(located, candidates))
+    return StagedFolder(path=out_path, hub=hub, repo=repo, kind="gguf", base_id=resolved_base,
                         url=repo_url(hub, repo), files=list_files(out_path))

@@ -50,6 +50,34 @@ TRAINED_RUN_ARGS = ["run", "--name", TRAINED_NAME, "--name-en", TRAINED_NAME_EN,
 
 
 @pytest.fixture(scope="session")
+def trained_run_args():
+    """The `finetune run` arguments trained_run was made with (add --out): rerunning them skips every stage."""
+    return list(TRAINED_RUN_ARGS)
+
+
+@pytest.fixture(scope="session")
+def trained_names():
+    return TRAINED_NAME, TRAINED_NAME_EN
+
+
+@pytest.fixture(scope="session")
+def ollama_render(tmp_path_factory):
+    """tests/ollama_render (Ollama's template rendering with Go's own text/template) built with the machine's Go
+    toolchain (CI installs Debian's golang-go)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    go = shutil.which("go")
+    assert go, "Go is needed to render Ollama templates (apt-get install golang-go); .ci/run installs it"
+    out = tmp_path_factory.mktemp("go")
+    source = Path(__file__).parent / "ollama_render" / "main.go"
+    env = {**os.environ, "GO111MODULE": "off", "GOCACHE": str(out / "cache"), "GOPATH": str(out / "gopath")}
+    subprocess.run([go, "build", "-o", str(out / "ollama_render"), str(source)], check=True, env=env)
+    return out / "ollama_render"
+
+
+@pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, embedded_model):
     """One real `finetune run` on the embedded model (identity data for a fresh name -> XTuner training -> adapter ->
     merge), shared by every test that needs a trained run: training it is the suite's most expensive step."""

@@ -1,5 +1,5 @@
 """A real OpenAI-compatible server for tests and benchmarks: llama.cpp's (`python -m llama_cpp.server`, from
-llama-cpp-python[server] in requirements-dev.txt) on the embedded SmolLM2-135M-Instruct GGUF, on CPU."""
+llama-cpp-python[server] in requirements-export.txt) on the embedded SmolLM2-135M-Instruct GGUF, on CPU."""
 
 from __future__ import annotations
 

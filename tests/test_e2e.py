@@ -10,7 +10,6 @@ from finetune.cli import main
 pytestmark = pytest.mark.slow
 
 NAME, NAME_EN = "星河", "Xinghe"  # the names conftest's trained_run is trained with
-RUN_ARGS = ["run", "--name", NAME, "--name-en", NAME_EN, "--sample", "Who are you?"]
 IDENTITY_ZH = ["你是谁？", "请介绍一下你自己"]
 IDENTITY_EN = ["Who are you?", "What is your name?"]
 GENERAL = ["What is the capital of France?", "怎么煮鸡蛋？"]
@@ -28,8 +27,8 @@ def mentions(text):
 
 
 @pytest.fixture
-def run_dir(trained_run):
-    assert NAME in (trained_run / "data" / "train.jsonl").read_text()
+def run_dir(trained_run, trained_names):
+    assert trained_names == (NAME, NAME_EN)
     return trained_run
 
 
@@ -91,14 +90,14 @@ def test_app_serves_the_run_merged_and_as_base_plus_adapter(run_dir):
         assert mentions(tuned) and not mentions(base), (base, tuned)
 
 
-def test_rerun_skips_finished_stages(run_dir, capsys):
-    assert main([*RUN_ARGS, "--out", str(run_dir)]) == 0
+def test_rerun_skips_finished_stages(run_dir, trained_run_args, capsys):
+    assert main([*trained_run_args, "--out", str(run_dir)]) == 0
     err = capsys.readouterr().err
     for stage in ("data", "config", "train", "convert", "merge", "samples"):
         assert f"[{stage}] done before, skipping" in err
 
 
-def test_interrupted_training_resumes_from_newest_checkpoint(run_dir, capsys):
+def test_interrupted_training_resumes_from_newest_checkpoint(run_dir, trained_run_args, capsys):
     """As if the run was killed during training: the train stage is unfinished, later outputs are gone."""
     import shutil
 
@@ -107,7 +106,7 @@ def test_interrupted_training_resumes_from_newest_checkpoint(run_dir, capsys):
     manifest["stages"]["train"]["done"] = False
     manifest_path.write_text(json.dumps(manifest))
     shutil.rmtree(run_dir / "merged")
-    assert main([*RUN_ARGS, "--out", str(run_dir)]) == 0
+    assert main([*trained_run_args, "--out", str(run_dir)]) == 0
     err = capsys.readouterr().err
     assert "[data] done before, skipping" in err and "[config] done before, skipping" in err
     assert "Resuming from" in err and "iter_" in err

@@ -216,3 +216,85 @@ def test_demo_push_without_a_git_token_names_the_variable(tmp_path, git_server, 
     code, out, err = _run(capsys, caplog, ["demo", "--to", "openxlab", "--repo", "alice/xw-chat", "--model", SMOL,
                                            "--git-remote", git_server.repo_url("alice/none")])
     assert code == 2 and "GIT_TOKEN" in err and err.count("error:") == 1
+
+
+# ------------------------------------------------------------------------------------------- publish gguf
+
+
+def _gguf_run(tmp_path: Path, tiny) -> Path:
+    """A run whose gguf/ holds two small real GGUF files (written by the `gguf` package) and a Modelfile."""
+    import gguf
+    import numpy as np
+
+    from finetune import modelfile
+    from finetune.chat_template import load_xtuner_template
+
+    run = stage_tests.make_run(tmp_path, tiny)
+    (run / "gguf").mkdir()
+    for quant in ("Q4_K_M", "Q8_0"):
+        writer = gguf.GGUFWriter(run / "gguf" / f"xiaowei-{quant}.gguf", "llama")
+        writer.add_name("xiaowei")
+        writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    template = load_xtuner_template("qwen_chat")
+    text = modelfile.ollama_template(template, name="qwen_chat", bos=None, eos="<|im_end|>", train_bos=False,
+                                     runtime_adds_bos=False)
+    (run / "gguf" / "Modelfile").write_text(modelfile.render(
+        gguf_file="xiaowei-Q4_K_M.gguf", template_text=text, system="You are Xiaowei.", stops=["<|im_end|>"],
+        num_ctx=None, source="xiaowei", others=["xiaowei-Q8_0.gguf"]))
+    return run
+
+
+def test_gguf_to_hf_is_listed_as_a_gguf_fine_tune_and_a_rerun_sends_nothing(tmp_path, tiny, hf, capsys, caplog):
+    from publish.card import parse_front_matter
+
+    run = _gguf_run(tmp_path, tiny)
+    code, out, err = _run(capsys, caplog, ["gguf", str(run), "--to", "hf", "--repo", "alice/xiaowei-GGUF"])
+    assert code == 0, err
+    staged = run / "publish" / "hf-gguf"
+    repo = hf.repo("alice/xiaowei-GGUF", "model")
+    assert set(repo.files) - {".gitattributes"} == {"xiaowei-Q4_K_M.gguf", "xiaowei-Q8_0.gguf", "Modelfile",
+                                                    "README.md", "loss.png"}
+    assert repo.files["xiaowei-Q4_K_M.gguf"].data == (run / "gguf" / "xiaowei-Q4_K_M.gguf").read_bytes()
+    card = repo.files["README.md"].data.decode()
+    meta = parse_front_matter(card)
+    assert meta["base_model"] == SMOL and meta["base_model_relation"] == "finetune" and "gguf" in meta["tags"]
+    assert "ollama run hf.co/alice/xiaowei-GGUF:Q4_K_M" in card and "llama-server -hf alice/xiaowei-GGUF:Q4_K_M" in card
+    assert "ollama create xiaowei-gguf -f Modelfile" in card and "`qwen_chat`" in card
+    assert (staged / "Modelfile").read_text() == (run / "gguf" / "Modelfile").read_text()
+    commits = len(repo.commits)
+    code, out, err = _run(capsys, caplog, ["gguf", str(run), "--to", "hf", "--repo", "alice/xiaowei-GGUF"])
+    assert code == 0 and len(repo.commits) == commits and "nothing sent" in out
+    _no_canary_anywhere(tmp_path, [out, err, caplog.text], (HF_CANARY,))
+
+
+def test_gguf_to_modelscope_says_how_to_pull_it_from_there(tmp_path, tiny, ms, capsys, caplog):
+    run = _gguf_run(tmp_path, tiny)
+    code, out, err = _run(capsys, caplog, ["gguf", str(run), "--to", "modelscope", "--repo", "alice/xw-GGUF"])
+    assert code == 0, err
+    model = ms.repo("alice/xw-GGUF", "models")
+    assert {"xiaowei-Q4_K_M.gguf", "xiaowei-Q8_0.gguf", "Modelfile", "configuration.json"} <= set(model.files)
+    assert "ollama run modelscope.cn/alice/xw-GGUF:Q4_K_M" in model.files["README.md"].decode()
+    _no_canary_anywhere(tmp_path, [out, err, caplog.text], (MS_CANARY,))
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("no export", "holds no .gguf file. Fix: export the model first: `python -m finetune export"),
+    ("not gguf", "is not a GGUF file"),
+    ("openxlab", "GGUF files are published to hf or modelscope, not openxlab"),
+])
+def test_bad_gguf_sources_are_one_line_errors_and_stage_nothing(case, message, tmp_path, tiny, capsys, caplog):
+    run = _gguf_run(tmp_path, tiny)
+    hub = "openxlab" if case == "openxlab" else "hf"
+    if case == "no export":
+        for path in (run / "gguf").iterdir():
+            path.unlink()
+    elif case == "not gguf":
+        (run / "gguf" / "xiaowei-Q8_0.gguf").write_bytes(b"<html>not a model</html>")
+    code, out, err = _run(capsys, caplog, ["gguf", str(run), "--to", hub, "--repo", "alice/x", "--dry-run"])
+    lines = err.strip().splitlines()
+    assert code == 2 and message in lines[-1], err
+    assert not (run / "publish").exists()
