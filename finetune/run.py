@@ -261,7 +261,7 @@ def print_samples(samples: list[dict], stream=None) -> None:
 
 def register(subparsers, formatter_class) -> None:
     from .data.identity import LANGS
-    from .train import add_launch_arguments
+    from .train import add_launch_arguments, add_verbose_argument
 
     parser = subparsers.add_parser(
         "run",
@@ -293,6 +293,7 @@ def register(subparsers, formatter_class) -> None:
                         help="prompt for the before/after table (repeatable)")
     add_config_arguments(parser, data_required=False)
     add_launch_arguments(parser)
+    add_verbose_argument(parser)
     parser.set_defaults(func=_main)
 
 

@@ -276,6 +276,9 @@ def add_launch_arguments(parser) -> None:
     parser.add_argument("--node-rank", dest="node_rank", type=int, default=None, help="this node (env NODE_RANK)")
     parser.add_argument("--master-addr", dest="master_addr", default=None, help="rank-0 node address (env ADDR)")
     parser.add_argument("--master-port", dest="master_port", type=int, default=None, help="port (env PORT)")
+
+
+def add_verbose_argument(parser) -> None:
     parser.add_argument("--verbose", action="store_true", help="echo XTuner's whole log")
 
 
@@ -299,6 +302,7 @@ def register(subparsers, formatter_class) -> None:
     parser.add_argument("--deepspeed", choices=["zero1", "zero2", "zero3", "none"], default="none")
     parser.add_argument("--seed", type=int, default=None)
     add_launch_arguments(parser)
+    add_verbose_argument(parser)
     parser.set_defaults(func=_main)
 
 
