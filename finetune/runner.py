@@ -111,8 +111,10 @@ def _rank_failure(entry: list[str]) -> RankFailure:
     traceback: list[str] = []
     for line in entry:
         match = re.match(r"  (time|host|rank|exitcode|error_file|traceback)\s*: ?(.*)$", line)
-        if traceback or (match and match.group(1) == "traceback"):
-            traceback.append(match.group(2) if match and not traceback else line)
+        if traceback:  # the traceback runs to the end of the entry
+            traceback.append(line)
+        elif match and match.group(1) == "traceback":
+            traceback.append(match.group(2))
         elif match:
             fields[match.group(1)] = match.group(2)
     rank, local_rank = (int(n) for n in re.findall(r"-?\d+", fields.get("rank", "-1 -1"))[:2])
