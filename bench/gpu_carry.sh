@@ -6,6 +6,8 @@
 #   gpu-carry/xt     XTuner's stack (../shared/gpu/fetch-wheels.sh), with the lock's own transformers, tokenizers,
 #                    huggingface_hub, peft and accelerate (their == pins in requirements.txt) where it brings others
 #   gpu-carry/liger  liger-kernel at finetune/speed.py's LIGER_PIN
+#   gpu-carry/ds     DeepSpeed at the lock's pin, built here into a pure-Python wheel (PyPI has only its source; its
+#                    ops compile on first use), and the dependencies the GPU image lacks, at the lock's pins
 # A job carries the tree and gpu-carry/ (carry ["gpu-carry"]), at most 64 MiB together: checked at the end.
 set -euo pipefail
 limit_mib=64
@@ -25,6 +27,12 @@ for package in transformers tokenizers huggingface_hub peft accelerate; do
     rm -f "gpu-carry/xt/${package}-"[0-9]*.whl
     get gpu-carry/xt "$pin"
   fi
+done
+mkdir -p gpu-carry/ds
+DS_BUILD_OPS=0 "${PYTHON:-.venv/bin/python}" -m pip wheel -q --no-deps --no-build-isolation -w gpu-carry/ds \
+  "$(grep -i '^deepspeed==' requirements.txt)"
+for package in hjson msgpack py-cpuinfo pydantic pydantic_core annotated-types typing-inspection psutil ninja; do
+  get gpu-carry/ds "$(grep -i "^${package}==" requirements.txt)"
 done
 liger=$(sed -n 's/^LIGER_PIN = "\([^"]*\)".*/\1/p' finetune/speed.py)
 get gpu-carry/liger "liger-kernel==${liger:?no LIGER_PIN in finetune/speed.py}"

@@ -15,6 +15,8 @@ Steps, each in its own process:
               loss yardstick, same seed), fast, the fixed baseline, fast-bf16residual-mb2
   3. syncs    the synchronizing CUDA calls of fast (fast+syncs), and liger: Liger Kernel's ops against torch on
               this machine's torch (bench/gpu/liger_check.py)
+  4. deepspeed  `finetune train --deepspeed zero2` (QLoRA) and `zero3` (16-bit LoRA) for a few iterations, each
+              checkpoint converted to an adapter (bench/gpu/deepspeed_check.py)
 
 A step whose estimate does not fit in what is left of the budget (QUEUE_BUDGET_S, default 480 s) is skipped, and so
 is a step whose set-up failed; a step that fails is logged with the end of its output and the queue goes on. As it
@@ -59,10 +61,14 @@ TRAIN_VARIANTS = ["fast-bf16residual", "stock", "fast", "baseline", "fast-bf16re
 # All of steps 1 and 2 take ~700 s by these figures: with the default budget, the training variants after the first
 # three are likely skipped, and the log ends with the command that runs them next time.
 TRAIN_SAMPLES = 64
+# - deepspeed: per stage the 7B load (4-bit ~40 s, bf16 under ZeRO-3 ~40 s), 4 iterations, and the conversion, which
+#   builds the model once more (~40 s); the dry run measured 71 s on the 2-core VM (DeepSpeed's start-up, twice each).
 GPU_ESTIMATES = {"setup": 60, "decode-bf16": 85, "decode-nf4": 95, "train-fast-bf16residual": 85, "train-stock": 75,
-                 "train-fast": 85, "train-baseline": 75, "train-fast-bf16residual-mb2": 85, "syncs": 80, "liger": 40}
+                 "train-fast": 85, "train-baseline": 75, "train-fast-bf16residual-mb2": 85, "syncs": 80, "liger": 40,
+                 "deepspeed": 240}
 DRY_ESTIMATES = {"setup": 15, "decode-bf16": 10, "decode-nf4": 10, "train-fast-bf16residual": 20, "train-stock": 20,
-                 "train-fast": 20, "train-baseline": 25, "train-fast-bf16residual-mb2": 20, "syncs": 20, "liger": 5}
+                 "train-fast": 20, "train-baseline": 25, "train-fast-bf16residual-mb2": 20, "syncs": 20, "liger": 5,
+                 "deepspeed": 75}
 GPU_SIZES = {"prompt": 512, "new": 128, "repeats": 3, "bandwidth_gib": 4, "samples": TRAIN_SAMPLES, "seq": 2048,
              "warmup": 10}
 DRY_SIZES = {"prompt": 32, "new": 16, "repeats": 2, "bandwidth_gib": 1 / 16, "samples": 16, "seq": 128, "warmup": 2}
@@ -121,6 +127,10 @@ def plan(dry_run: bool, work: Path, out: Path, shape: str = SHAPES[0]) -> list[S
                       queue / "train" / "fast+syncs.result.json"))
     steps.append(Step("liger", estimates["liger"], [py, "bench/gpu/liger_check.py", str(queue / "liger.json")],
                       env(carried), queue / "liger.json"))
+    deepspeed = [py, "bench/gpu/deepspeed_check.py", "--model", str(model), "--corpus", str(work / "corpus.jsonl"),
+                 "--seq-len", str(sizes["seq"]), "--device", "cpu" if dry_run else "cuda",
+                 "--work", str(queue / "deepspeed"), str(queue / "deepspeed.json")]
+    steps.append(Step("deepspeed", estimates["deepspeed"], deepspeed, env(carried), queue / "deepspeed.json"))
     return steps
 
 
@@ -249,6 +259,9 @@ def decision_figures(records: list[dict]) -> dict:
     liger = results.get("liger")
     if liger:  # pinned once it ran, and passed, on the lock's torch
         figures["liger_passed_on_lock_torch"] = bool(liger["ran"] and liger["ok"] and liger["on_lock_torch"])
+    deepspeed = results.get("deepspeed")
+    if deepspeed:  # `--deepspeed zero2|zero3` counts as GPU-tested once both trained and converted there
+        figures["deepspeed_zero2_zero3_ok"] = {"device": deepspeed["device"], "ok": deepspeed["ok"]}
     return figures
 
 

@@ -1,7 +1,7 @@
 # Sourced by the GPU jobs (bench/gpu_decode.sh, bench/gpu_train.sh, the setup step of bench/gpu_queue.py) from the
 # repository root; each part is made only once per machine:
 #   /tmp/bnb, /tmp/site   the carried wheels (gpu-carry/, made here by `make gpu-carry`): bitsandbytes; the XTuner
-#                         stack at the lock's versions, and liger-kernel where it was carried
+#                         stack at the lock's versions, and liger-kernel and DeepSpeed where they were carried
 #   $work/corpus.jsonl    bench/gpu/gen_data.py's synthetic corpus, and $work/tok its tokenizer (build_tok.py)
 #   $model                $work/m7b, the Qwen2.5-7B-shape model with random weights (make_model.py, on the GPU)
 # GPU_WORK sets $work (default /tmp). DRY_RUN=1 (the queue's --dry-run, on CPU): no wheels, a 160-sample corpus
@@ -21,6 +21,9 @@ else
   [ -d /tmp/site/xtuner ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site gpu-carry/xt/*.whl
   if [ ! -d /tmp/site/liger_kernel ] && ls gpu-carry/liger/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site gpu-carry/liger/*.whl
+  fi
+  if [ ! -d /tmp/site/deepspeed ] && ls gpu-carry/ds/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site gpu-carry/ds/*.whl
   fi
 fi
 mkdir -p "$work"

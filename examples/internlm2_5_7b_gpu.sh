@@ -20,11 +20,12 @@ $PY -m finetune data identity --name 小薇 --name-en Xiaowei --author 小薇 --
 $PY -m finetune data check data/xiaowei.jsonl --model ~/.cache/finetune/models/internlm2.5-7b-chat \
     --template internlm2_chat --max-length 2048
 
-# 3. A QLoRA config (4-bit base, LoRA r64/alpha16, bf16 on Ampere or newer). ZeRO-2 for several GPUs.
+# 3. A QLoRA config (4-bit base, LoRA r64/alpha16, bf16 on Ampere or newer). ZeRO-2 for several GPUs; add
+#    --world-size N for N training processes (GPUs x nodes) so the warmup counts their iterations.
 $PY -m finetune config --preset internlm2.5-7b-chat --data data/xiaowei.jsonl --epochs 3 --lr 1e-4 \
     --deepspeed zero2 --out xiaowei_internlm2_5_7b_qlora.py
 
-# 4. Train: one GPU, or --gpus 2 (torchrun); multi-node: NNODES/NODE_RANK/ADDR/PORT are passed through.
+# 4. Train: one GPU, or --gpus 2 (torchrun); several nodes: docs/distributed.md (torchrun and Slurm recipes).
 #    Interrupted? Rerun with --resume: it continues from the newest iter_*.pth.
 $PY -m finetune train xiaowei_internlm2_5_7b_qlora.py --work-dir $RUN/work_dir --deepspeed zero2 --gpus 1
 

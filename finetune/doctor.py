@@ -11,12 +11,16 @@ import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .runner import Launch
 
 STATUSES = ("ok", "info", "warn", "fail")
 LOW_DISK_GB = 10.0
@@ -400,6 +404,79 @@ def check_disk() -> list[Check]:
     return checks
 
 
+def check_distributed(torch: Any, launch: Launch) -> list[Check]:
+    """What `finetune train` with these launch settings starts, and the traps of a launch over several processes."""
+    cuda = torch is not None and torch.cuda.is_available()
+    visible = torch.cuda.device_count() if cuda else 0
+    if launch.distributed:
+        how = (f"torchrun, {launch.gpus} process(es) per node x {launch.nnodes} node(s) = world size "
+               f"{launch.gpus * launch.nnodes}, this node is node {launch.node_rank}, rank 0 at "
+               f"{launch.master_addr}:{launch.master_port}")
+    else:
+        how = "one process, no torchrun (check a larger launch with --gpus N [--nnodes M ...])"
+    if cuda:
+        devices = f"backend nccl; CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}: " \
+                  f"{visible} GPU(s) visible"
+    else:
+        devices = "backend gloo (no CUDA): the processes share this machine's CPU cores"
+    return [Check("distributed", "info", f"{how}; {devices}"),
+            check_dist_processes(launch, cuda=cuda, visible=visible, cores=os.cpu_count() or 1),
+            check_dist_network(launch, [name for _, name in socket.if_nameindex()], os.environ),
+            check_dist_port(launch)]
+
+
+def check_dist_processes(launch: Launch, *, cuda: bool, visible: int, cores: int) -> Check:
+    name = "dist: processes"
+    same = "torchrun starts --gpus ranks on every node, so every node needs that many GPUs"
+    if cuda and launch.gpus > visible:
+        return Check(name, "fail", f"--gpus {launch.gpus} but this node sees {visible} GPU(s): two ranks would share "
+                     "a GPU, which NCCL refuses ('Duplicate GPU detected')",
+                     f"--gpus {visible} on every node ({same}); or check CUDA_VISIBLE_DEVICES")
+    if cuda:
+        return Check(name, "ok", f"{launch.gpus} of the {visible} visible GPU(s) on this node; {same}")
+    if launch.gpus > cores:
+        return Check(name, "warn", f"--gpus {launch.gpus} CPU processes on {cores} core(s): they only wait for "
+                     "each other", f"--gpus {cores} or fewer")
+    return Check(name, "ok", f"{launch.gpus} CPU process(es) on {cores} core(s)")
+
+
+def check_dist_network(launch: Launch, interfaces: list[str], env: Mapping[str, str]) -> Check:
+    name = "dist: network"
+    chosen = [f"{key}={env[key]}" for key in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME") if env.get(key)]
+    outside = [interface for interface in interfaces if interface != "lo"]
+    if launch.nnodes > 1 and launch.master_addr in ("127.0.0.1", "localhost"):
+        return Check(name, "warn", f"--nnodes {launch.nnodes} with --master-addr {launch.master_addr}: only nodes "
+                     "on this machine can reach it", "--master-addr <node 0's address on the network the nodes "
+                     "share> (the same on every node)")
+    if chosen:
+        return Check(name, "ok", f"interface chosen: {', '.join(chosen)}")
+    if len(outside) > 1:
+        detail = (f"several network interfaces ({', '.join(outside)}) and no NCCL_SOCKET_IFNAME / "
+                  "GLOO_SOCKET_IFNAME: NCCL and gloo may pick one the other nodes cannot reach (the run hangs at "
+                  "start-up)")
+        fix = ("export NCCL_SOCKET_IFNAME=<interface> GLOO_SOCKET_IFNAME=<interface> on every node (the one on "
+               "--master-addr's network)")
+        return Check(name, "warn" if launch.nnodes > 1 else "info",
+                     detail if launch.nnodes > 1 else detail + "; matters only across nodes", fix)
+    return Check(name, "ok", f"interfaces: {', '.join(interfaces) or 'none'}")
+
+
+def check_dist_port(launch: Launch) -> Check:
+    name = "dist: master port"
+    if launch.node_rank > 0:
+        return Check(name, "info", f"node 0 listens on {launch.master_port}; run the doctor there to check it")
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as torchrun's store binds it
+        try:
+            probe.bind(("", launch.master_port))
+        except OSError:
+            return Check(name, "warn" if launch.distributed else "info",
+                         f"port {launch.master_port} is in use on this machine: torchrun would stop with EADDRINUSE",
+                         f"--master-port <a free port> on every node, or stop what holds it (`ss -ltnp | grep "
+                         f":{launch.master_port}`)")
+    return Check(name, "ok", f"port {launch.master_port} is free")
+
+
 def check_offline() -> Check:
     names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_ENDPOINT", "MODELSCOPE_ENDPOINT")
     found = [f"{name}={os.environ[name]}" for name in names if os.environ.get(name)]
@@ -412,7 +489,7 @@ def check_offline() -> Check:
 # ------------------------------------------------------------------------------------------- diagnose
 
 
-def diagnose() -> list[Check]:
+def diagnose(launch: Launch | None = None) -> list[Check]:
     """Run every check. Optional-package imports happen in child processes started in parallel."""
     procs = {name: _run_probe(code) for name, code in PROBES.items()}
     pins = read_lock()
@@ -429,6 +506,7 @@ def diagnose() -> list[Check]:
     checks += check_disk()
     checks.append(check_cpu_patch(torch))
     checks += check_fast_paths(torch)
+    checks += check_distributed(torch, launch or Launch())
     checks.append(check_offline())
     return checks
 
@@ -450,10 +528,10 @@ def exit_code(checks: list[Check]) -> int:
     return 1 if any(check.status == "fail" for check in checks) else 0
 
 
-def doctor(*, as_json: bool = False, out: Any = None) -> int:
+def doctor(*, as_json: bool = False, out: Any = None, launch: Launch | None = None) -> int:
     """Print the checks (table or JSON) and return 0 unless one failed."""
     out = out or sys.stdout
-    checks = diagnose()
+    checks = diagnose(launch)
     if as_json:
         payload = {"ok": exit_code(checks) == 0, "checks": [asdict(check) for check in checks]}
         out.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
@@ -463,7 +541,9 @@ def doctor(*, as_json: bool = False, out: Any = None) -> int:
 
 
 def handle(args: argparse.Namespace) -> int:
-    return doctor(as_json=args.json)
+    from .train import launch_from_args
+
+    return doctor(as_json=args.json, launch=launch_from_args(args))
 
 
 def register(subparsers: Any, formatter_class: type[argparse.HelpFormatter]) -> argparse.ArgumentParser:
@@ -471,13 +551,18 @@ def register(subparsers: Any, formatter_class: type[argparse.HelpFormatter]) -> 
         "doctor",
         help="check Python, torch/CUDA, bitsandbytes, DeepSpeed, XTuner, the lock, disk space",
         description="Check this machine for the known problems (bitsandbytes vs CUDA, DeepSpeed, XTuner and "
-        "package versions against requirements.txt, the embedded model, disk space, offline settings) and print "
-        "the fix for each. Exit code 0 unless a check fails. Never prints tokens.",
+        "package versions against requirements.txt, the embedded model, disk space, offline settings, what a "
+        "distributed launch will use and its traps) and print the fix for each. Exit code 0 unless a check fails. "
+        "Never prints tokens.",
         epilog="examples:\n"
         "  python -m finetune doctor\n"
+        "  python -m finetune doctor --gpus 8 --nnodes 2 --node-rank 0 --master-addr 10.0.0.1   # a 2-node launch\n"
         "  python -m finetune doctor --json | python -c 'import json,sys; print(json.load(sys.stdin)[\"ok\"])'",
         formatter_class=formatter_class,
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
+    from .train import add_launch_arguments
+
+    add_launch_arguments(parser)  # the launch to check, as `finetune train` takes it
     parser.set_defaults(func=handle)
     return parser

@@ -19,6 +19,7 @@ from .errors import InputError
 from .fsutil import write_json, write_jsonl
 from .manifest import Manifest, stable_hash
 from .presets import DEFAULT_PRESET, get_preset
+from .runner import Launch
 
 STAGES = ("data", "config", "train", "convert", "merge", "samples", "export")  # export only with --export
 SAMPLE_PROMPTS = ["请介绍一下你自己", "Who are you?", "What is the capital of France?"]
@@ -49,7 +50,7 @@ class RunOptions:
     model: str | None = None
     config: dict = field(default_factory=dict)  # ConfigSpec overrides
     deepspeed: str = "none"
-    launch: object | None = None
+    launch: Launch | None = None
     sample_prompts: list[str] = field(default_factory=lambda: list(SAMPLE_PROMPTS))
     verbose: bool = False
     export: list[str] = field(default_factory=list)  # GGUF quantizations for the last stage (none: no export)
@@ -158,6 +159,8 @@ class Runner:
         values.update({k: v for k, v in self.o.config.items() if v is not None})
         values.update(model_path=str(self.model_dir), data_files=[data_path], preset=self.preset.name,
                       system=self.system, seed=self.seed)
+        if self.o.launch is not None:
+            values["world_size"] = self.o.launch.gpus * self.o.launch.nnodes
         if self.o.deepspeed != "none":
             values["deepspeed"] = self.o.deepspeed
         return ConfigSpec(**values)
@@ -264,6 +267,10 @@ def _file_key(path: str | Path | None) -> list:
 
 
 def run(options: RunOptions) -> RunResult:
+    if options.launch is not None and options.launch.nnodes > 1:
+        raise InputError("`finetune run` trains on one node (its GPUs: --gpus N).",
+                         "for several nodes write the config once (`python -m finetune config ... --world-size N`) "
+                         "and start `python -m finetune train` on every node (docs/distributed.md).")
     return Runner(options).run()
 
 
@@ -277,7 +284,7 @@ def print_samples(samples: list[dict], stream=None) -> None:
 
 def register(subparsers, formatter_class) -> None:
     from .data.identity import LANGS
-    from .train import add_launch_arguments
+    from .train import add_launch_arguments, add_verbose_argument
 
     parser = subparsers.add_parser(
         "run",
@@ -312,6 +319,7 @@ def register(subparsers, formatter_class) -> None:
                         "needs `make export-tools`)")
     add_config_arguments(parser, data_required=False)
     add_launch_arguments(parser)
+    add_verbose_argument(parser)
     parser.set_defaults(func=_main)
 
 

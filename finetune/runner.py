@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,12 +17,16 @@ from .errors import StageFailed
 
 TOOLKIT_ROOT = Path(__file__).resolve().parent.parent
 TOOLS = {
-    "train": "xtuner.tools.train",
+    "train": "finetune.xtuner_train",  # xtuner.tools.train, startable on CPU under torchrun
     "pth_to_hf": "xtuner.tools.model_converters.pth_to_hf",
     "merge": "xtuner.tools.model_converters.merge",
     "chat": "xtuner.tools.chat",
 }
 NOISE = ("GLIBCXX_3.4.32", "libbitsandbytes_cpu.so", "kernels-community")
+# a rank that failed because another one went away (gloo, NCCL), not the cause
+PEER_LOST = re.compile(r"Connection (reset|closed) by peer|remote process exited|NCCL communicator was aborted|"
+                       r"Broken pipe", re.IGNORECASE)
+SUMMARY_LINES = 1000  # torchrun's failure summary carries each failed rank's traceback
 
 
 @dataclass
@@ -63,6 +68,77 @@ def command_for(tool: str, args: list[str], launch: Launch | None = None) -> lis
     return [sys.executable, "-m", module, *args]
 
 
+@dataclass
+class RankFailure:
+    """One failed process in torchrun's summary."""
+
+    rank: int
+    local_rank: int
+    host: str
+    exitcode: int
+    error: str = ""  # the exception's last line, where the rank recorded one (finetune.xtuner_train does)
+
+    @property
+    def lost_peer(self) -> bool:
+        """Stopped by torchrun, or broken off because another rank went away: a consequence, not the cause."""
+        return self.exitcode == -signal.SIGTERM or bool(PEER_LOST.search(self.error))
+
+
+def rank_failures(lines: list[str]) -> list[RankFailure]:
+    """The failed ranks of torchrun's ChildFailedError summary, its root cause first."""
+    starts = [i for i, line in enumerate(lines) if "ChildFailedError" in line]
+    if not starts:
+        return []
+    entries: list[tuple[bool, list[str]]] = []  # (root cause?, the entry's lines)
+    current, in_root = None, False
+    for line in lines[starts[-1] + 1:]:
+        if line.startswith("Root Cause"):
+            in_root = True
+        elif re.fullmatch(r"\[\d+\]:", line.strip()):
+            current = []
+            entries.append((in_root, current))
+        elif line.startswith(("---", "===")):
+            current = None
+        elif current is not None:
+            current.append(line)
+    failures = [(root, _rank_failure(entry)) for root, entry in entries]
+    return [f for root, f in failures if root] + [f for root, f in failures if not root]
+
+
+def _rank_failure(entry: list[str]) -> RankFailure:
+    """  rank      : 1 (local_rank: 1)  /  exitcode  : 3 (pid: 30068)  /  traceback : ... (the rest of the entry)"""
+    fields: dict[str, str] = {}
+    traceback: list[str] = []
+    for line in entry:
+        match = re.match(r"  (time|host|rank|exitcode|error_file|traceback)\s*: ?(.*)$", line)
+        if traceback:  # the traceback runs to the end of the entry
+            traceback.append(line)
+        elif match and match.group(1) == "traceback":
+            traceback.append(match.group(2))
+        elif match:
+            fields[match.group(1)] = match.group(2)
+    rank, local_rank = (int(n) for n in re.findall(r"-?\d+", fields.get("rank", "-1 -1"))[:2])
+    exitcode = int(re.match(r"-?\d+", fields.get("exitcode", "1").strip()).group(0))
+    error = ""
+    if traceback and not traceback[0].startswith("To enable traceback"):
+        error = next(line.strip() for line in reversed(traceback) if line.strip())
+    return RankFailure(rank, local_rank, fields.get("host", "?"), exitcode, error)
+
+
+def describe_failures(tool: str, failures: list[RankFailure], *, several_nodes: bool) -> str:
+    """One sentence naming the rank that failed first (not one that only lost its peers)."""
+    culprit = next((f for f in failures if not f.lost_peer), failures[0])
+    where = f"rank {culprit.rank} (local rank {culprit.local_rank} on {culprit.host})"
+    if culprit.lost_peer:
+        lost = PEER_LOST.search(culprit.error)
+        why = f" ({lost.group(0)})" if lost else ""
+        elsewhere = ", so the rank that failed first is on another node; see that node's log" if several_nodes else ""
+        return f"XTuner {tool} stopped on {where}: it lost its connection to another rank{why}{elsewhere}"
+    error = culprit.error if len(culprit.error) <= 200 else culprit.error[:200] + "..."
+    what = describe_exit(culprit.exitcode) + (f" ({error})" if error else "")
+    return f"XTuner {tool} failed on {where}, which {what}; the other ranks were stopped"
+
+
 def describe_exit(returncode: int) -> str:
     if returncode < 0:
         sig = -returncode
@@ -86,7 +162,7 @@ def run_tool(
     command = command_for(tool, args, launch)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+    recent: collections.deque[str] = collections.deque(maxlen=max(tail_lines, SUMMARY_LINES))
     with open(log_path, "a", encoding="utf-8") as log:
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
@@ -100,7 +176,7 @@ def run_tool(
                 log.write(line)
                 if any(marker in line for marker in NOISE):
                     continue
-                tail.append(line.rstrip("\n"))
+                recent.append(line.rstrip("\n"))
                 if on_line:
                     on_line(line.rstrip("\n"))
             returncode = process.wait()
@@ -111,10 +187,17 @@ def run_tool(
             except subprocess.TimeoutExpired:
                 process.kill()
             raise
-    if returncode != 0:
-        raise StageFailed(
-            f"XTuner {tool} {describe_exit(returncode)}; full log: {log_path}.",
-            fix or "read the log tail above; fix the cause and rerun (finished stages are kept).",
-            log_tail="\n".join(tail),
-            log_path=str(log_path),
-        )
+    if returncode == 0:
+        return
+    lines = list(recent)
+    message = f"XTuner {tool} {describe_exit(returncode)}"
+    fix = fix or "read the log tail above; fix the cause and rerun (finished stages are kept)."
+    if launch and launch.distributed:
+        failures = rank_failures(lines)
+        if failures:
+            message = describe_failures(tool, failures, several_nodes=launch.nnodes > 1)
+        elif any("EADDRINUSE" in line for line in lines):
+            message = f"torchrun could not listen on --master-port {launch.master_port}: the port is in use"
+            fix = "pass a free port with --master-port (e.g. 29501) on every node, or stop the run that holds it."
+    raise StageFailed(f"{message}; full log: {log_path}.", fix, log_tail="\n".join(lines[-tail_lines:]),
+                      log_path=str(log_path))

@@ -22,7 +22,7 @@ DEEPSPEED_NAMES = {"zero1": "deepspeed_zero1", "zero2": "deepspeed_zero2", "zero
 @dataclass
 class TrainResult:
     work_dir: Path
-    checkpoint: Path
+    checkpoint: Path | None  # None on nodes other than node 0: rank 0 writes the checkpoints
     history: list[dict] = field(default_factory=list)
     loss_curve: Path | None = None
 
@@ -172,9 +172,10 @@ def train(
         raise InputError(f"Config {config} does not exist.", "write one with `python -m finetune config ...`.")
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    node_rank = launch.node_rank if launch else 0
     args = [str(config), "--work-dir", str(work_dir)]
     if deepspeed != "none":
-        args += ["--deepspeed", DEEPSPEED_NAMES[deepspeed]]
+        args += ["--deepspeed", deepspeed_config(deepspeed, work_dir)]
     if seed is not None:
         args += ["--seed", str(seed)]
     if resume:
@@ -182,8 +183,15 @@ def train(
         if last is not None:
             print(f"Resuming from {last}", file=sys.stderr)
             args += ["--resume", str(last)]
+        elif node_rank > 0:  # this node's ranks would start from scratch beside node 0's resumed ones
+            raise InputError(f"Node {node_rank} finds no checkpoint to resume from in {work_dir}.",
+                             "every node must load the same one: give all nodes the same --work-dir on a shared "
+                             "filesystem (or copy node 0's newest iter_*.pth there), or start over without --resume.")
         else:
             print(f"No checkpoint in {work_dir} yet: starting from the beginning.", file=sys.stderr)
+    if node_rank > 0:
+        print(f"Node {node_rank}: rank 0 on node 0 ({launch.master_addr}) shows the progress and writes the "
+              "checkpoints.", file=sys.stderr)
     progress = Progress(verbose=verbose)
     log_path = work_dir / "train.log"
     try:
@@ -194,6 +202,8 @@ def train(
         progress.close()
         history = _merge_history(work_dir, progress.history)
         curve = plot_loss(history, work_dir / "loss.png")
+    if node_rank > 0:
+        return TrainResult(work_dir=work_dir, checkpoint=None)
     last = newest_checkpoint(work_dir)
     if last is None:
         raise StageFailed(
@@ -206,6 +216,26 @@ def train(
         raise StageFailed(f"Training stopped at iteration {history[-1]['iter']} of {total}.",
                           "rerun with --resume to continue from the last checkpoint.", log_path=str(log_path))
     return TrainResult(work_dir=work_dir, checkpoint=last, history=history, loss_curve=curve)
+
+
+def deepspeed_config(stage: str, work_dir: Path) -> str:
+    """What `--deepspeed` gets: XTuner's own ZeRO config by name on a GPU. Without CUDA, a copy in `work_dir` with
+    16-bit off: XTuner turns its "auto" dtypes into fp16 wherever torch.cpu exists; DeepSpeed refuses fp16 on CPU."""
+    import torch
+
+    name = DEEPSPEED_NAMES[stage]
+    if torch.cuda.is_available():
+        return name
+    settings = json.loads(xtuner_deepspeed_file(name).read_text(encoding="utf-8"))
+    settings["fp16"], settings["bf16"] = {"enabled": False}, {"enabled": False}
+    return str(write_text(work_dir / f"{name}_cpu.json", json.dumps(settings, indent=2) + "\n"))
+
+
+def xtuner_deepspeed_file(name: str) -> Path:
+    """XTuner's ZeRO config file for a name such as deepspeed_zero2 (what `--deepspeed NAME` loads)."""
+    import importlib.util
+
+    return Path(importlib.util.find_spec("xtuner").origin).parent / "configs" / "deepspeed" / f"{name}.json"
 
 
 def _merge_history(work_dir: Path, new: list[dict]) -> list[dict]:
@@ -226,21 +256,29 @@ def _merge_history(work_dir: Path, new: list[dict]) -> list[dict]:
 
 def launch_from_args(args) -> Launch:
     env = os.environ
-    return Launch(
+    launch = Launch(
         gpus=args.gpus or int(env.get("NPROC_PER_NODE", "1")),
         nnodes=args.nnodes or int(env.get("NNODES", "1")),
         node_rank=args.node_rank if args.node_rank is not None else int(env.get("NODE_RANK", "0")),
         master_addr=args.master_addr or env.get("ADDR", env.get("MASTER_ADDR", "127.0.0.1")),
         master_port=args.master_port or int(env.get("PORT", env.get("MASTER_PORT", "29500"))),
     )
+    if launch.gpus < 1 or launch.nnodes < 1 or not 0 <= launch.node_rank < launch.nnodes:
+        raise InputError(f"--gpus {launch.gpus} --nnodes {launch.nnodes} --node-rank {launch.node_rank} is not a "
+                         "launch.", "use --gpus >= 1 and --nnodes >= 1, and number the nodes 0 .. nnodes-1.")
+    return launch
 
 
 def add_launch_arguments(parser) -> None:
-    parser.add_argument("--gpus", type=int, default=None, help="GPUs on this node (torchrun; env NPROC_PER_NODE)")
+    parser.add_argument("--gpus", type=int, default=None, help="training processes on this node, one per GPU (on "
+                        "CPU: gloo processes); more than 1 starts torchrun (env NPROC_PER_NODE)")
     parser.add_argument("--nnodes", type=int, default=None, help="nodes (env NNODES)")
     parser.add_argument("--node-rank", dest="node_rank", type=int, default=None, help="this node (env NODE_RANK)")
     parser.add_argument("--master-addr", dest="master_addr", default=None, help="rank-0 node address (env ADDR)")
     parser.add_argument("--master-port", dest="master_port", type=int, default=None, help="port (env PORT)")
+
+
+def add_verbose_argument(parser) -> None:
     parser.add_argument("--verbose", action="store_true", help="echo XTuner's whole log")
 
 
@@ -264,12 +302,16 @@ def register(subparsers, formatter_class) -> None:
     parser.add_argument("--deepspeed", choices=["zero1", "zero2", "zero3", "none"], default="none")
     parser.add_argument("--seed", type=int, default=None)
     add_launch_arguments(parser)
+    add_verbose_argument(parser)
     parser.set_defaults(func=_main)
 
 
 def _main(args) -> int:
     result = train(args.config, args.work_dir, resume=args.resume, deepspeed=args.deepspeed,
                    launch=launch_from_args(args), verbose=args.verbose, seed=args.seed)
+    if result.checkpoint is None:
+        print("Trained: this node's ranks finished; node 0 has the checkpoint (convert it there).")
+        return 0
     print(f"Trained: {result.checkpoint} (final loss {result.final_loss}); loss curve {result.loss_curve}")
     print(f"Next: python -m finetune convert {result.work_dir}")
     return 0

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT / "bench" / "gpu"))
 import gpu_queue  # noqa: E402
 
 STEPS = ["setup", "decode-bf16", "decode-nf4", "train-fast-bf16residual", "train-stock", "train-fast",
-         "train-baseline", "train-fast-bf16residual-mb2", "syncs", "liger"]
+         "train-baseline", "train-fast-bf16residual-mb2", "syncs", "liger", "deepspeed"]
 
 
 def queue(*args: str, work: Path, out: Path, budget: float | None = None) -> subprocess.CompletedProcess:
@@ -110,6 +110,19 @@ def test_sync_trace_and_liger_steps_report_on_cpu(dry_run):
     liger = steps["liger"]["result"]
     assert liger["ran"] is False and "no CUDA" in liger["reason"]
     assert dry_run[3]["figures"]["liger_passed_on_lock_torch"] is False
+
+
+def test_deepspeed_step_trains_and_converts_zero2_and_zero3(dry_run):
+    result = steps_of(dry_run[3])["deepspeed"]["result"]
+    assert result["device"] == "cpu" and result["ok"] is True
+    zero2, zero3 = result["stages"]
+    assert (zero2["stage"], zero3["stage"]) == ("zero2", "zero3")
+    for stage in (zero2, zero3):
+        assert len(stage["losses"]) == result["iterations"] and all(0 < loss < 20 for loss in stage["losses"])
+        assert "adapter_model.safetensors" in stage["adapter"]
+    assert "mp_rank_00_model_states.pt" in zero2["checkpoint"]  # ZeRO-2 keeps the weights whole
+    assert "zero_pp_rank_0_mp_rank_00_model_states.pt" in zero3["checkpoint"]  # ZeRO-3 partitions them
+    assert dry_run[3]["figures"]["deepspeed_zero2_zero3_ok"] == {"device": "cpu", "ok": True}
 
 
 def test_steps_that_do_not_fit_the_budget_are_skipped_and_named_for_a_rerun(dry_run, tmp_path):

@@ -10,10 +10,11 @@ import pytest
 
 from finetune import doctor
 from finetune.doctor import Check
+from finetune.runner import Launch
 
 EXPECTED = {"python", "torch", "cuda", "bf16", "bitsandbytes", "deepspeed", "xtuner", "transformers", "peft",
             "mmengine", "gradio", "lock", "embedded model", "xtuner cpu patch", "offline/hub", "fast: fused kernels",
-            "fast: varlen attention"}
+            "fast: varlen attention", "distributed", "dist: processes", "dist: network", "dist: master port"}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_diagnose_reports_every_check(checks):
 
 
 def test_table_and_json_via_cli(checks, monkeypatch, capsys):
-    monkeypatch.setattr(doctor, "diagnose", lambda: checks)
+    monkeypatch.setattr(doctor, "diagnose", lambda launch=None: checks)
     root = argparse.ArgumentParser()
     doctor.register(root.add_subparsers(dest="verb", required=True), argparse.HelpFormatter)
     args = root.parse_args(["doctor", "--json"])
@@ -134,6 +135,59 @@ def test_cli_main_doctor_json(checks, monkeypatch, capsys):
     from finetune import cli
 
     monkeypatch.setattr(cli, "VERB_MODULES", ["doctor"])
-    monkeypatch.setattr(doctor, "diagnose", lambda: checks)
+    monkeypatch.setattr(doctor, "diagnose", lambda launch=None: checks)
     assert cli.main(["doctor", "--json"]) == doctor.exit_code(checks)
     assert json.loads(capsys.readouterr().out)["checks"]
+
+
+def test_distributed_launch_is_described_as_train_would_start_it(monkeypatch, capsys):
+    from finetune import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "VERB_MODULES", ["doctor"])
+    monkeypatch.setattr(doctor, "diagnose", lambda launch=None: seen.append(launch) or [Check("python", "ok", "x")])
+    assert cli.main(["doctor", "--gpus", "8", "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1"]) == 0
+    assert seen == [Launch(gpus=8, nnodes=2, node_rank=1, master_addr="10.0.0.1")]
+    (summary,) = [c for c in doctor.check_distributed(None, seen[0]) if c.name == "distributed"]
+    assert "torchrun, 8 process(es) per node x 2 node(s) = world size 16, this node is node 1" in summary.detail
+    assert "backend gloo" in summary.detail
+    cuda = SimpleNamespace(is_available=lambda: True, device_count=lambda: 8)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5,6,7")
+    (summary, *_) = doctor.check_distributed(SimpleNamespace(cuda=cuda), seen[0])
+    assert "backend nccl; CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7: 8 GPU(s) visible" in summary.detail
+    (one,) = [c for c in doctor.check_distributed(None, Launch()) if c.name == "distributed"]
+    assert one.detail.startswith("one process, no torchrun")
+
+
+def test_process_count_traps():
+    more = doctor.check_dist_processes(Launch(gpus=8, nnodes=2), cuda=True, visible=4, cores=64)
+    assert more.status == "fail" and "sees 4 GPU(s)" in more.detail and more.fix.startswith("--gpus 4 on every node")
+    assert doctor.check_dist_processes(Launch(gpus=4), cuda=True, visible=8, cores=64).status == "ok"
+    assert doctor.check_dist_processes(Launch(gpus=4), cuda=False, visible=0, cores=2).status == "warn"
+    assert doctor.check_dist_processes(Launch(gpus=2), cuda=False, visible=0, cores=2).status == "ok"
+
+
+def test_network_interface_traps():
+    two_nodes = Launch(gpus=8, nnodes=2, master_addr="10.0.0.1")
+    several = doctor.check_dist_network(two_nodes, ["lo", "eth0", "ib0", "docker0"], {})
+    assert several.status == "warn" and "eth0, ib0, docker0" in several.detail
+    assert "NCCL_SOCKET_IFNAME" in several.fix and "GLOO_SOCKET_IFNAME" in several.fix
+    chosen = doctor.check_dist_network(two_nodes, ["lo", "eth0", "ib0"], {"NCCL_SOCKET_IFNAME": "ib0"})
+    assert chosen.status == "ok" and "NCCL_SOCKET_IFNAME=ib0" in chosen.detail
+    assert doctor.check_dist_network(Launch(gpus=8), ["lo", "eth0", "ib0"], {}).status == "info"  # one node
+    assert doctor.check_dist_network(two_nodes, ["lo", "eth0"], {}).status == "ok"
+    local = doctor.check_dist_network(Launch(nnodes=2), ["lo", "eth0"], {})
+    assert local.status == "warn" and "--master-addr 127.0.0.1" in local.detail
+
+
+def test_a_master_port_in_use_is_a_warning():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = doctor.check_dist_port(Launch(gpus=2, master_port=port))
+        assert busy.status == "warn" and f"port {port} is in use" in busy.detail and "--master-port" in busy.fix
+        assert doctor.check_dist_port(Launch(gpus=2, nnodes=2, node_rank=1, master_port=port)).status == "info"
+    assert doctor.check_dist_port(Launch(gpus=2, master_port=port)).status == "ok"

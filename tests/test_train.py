@@ -50,8 +50,8 @@ def test_torchrun_command_for_several_gpus():
     command = command_for("train", ["cfg.py"], Launch(gpus=4, nnodes=2, node_rank=1, master_addr="10.0.0.1"))
     assert command[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--nproc_per_node=4" in command and "--nnodes=2" in command and "--node_rank=1" in command
-    assert command[-2:] == ["--launcher", "pytorch"] and "xtuner.tools.train" in command
-    assert command_for("train", ["cfg.py"]) == [sys.executable, "-m", "xtuner.tools.train", "cfg.py"]
+    assert command[-2:] == ["--launcher", "pytorch"] and "finetune.xtuner_train" in command
+    assert command_for("train", ["cfg.py"]) == [sys.executable, "-m", "finetune.xtuner_train", "cfg.py"]
 
 
 def test_describe_exit():

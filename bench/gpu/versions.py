@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["torch", "triton", "transformers", "tokenizers", "huggingface_hub", "peft", "accelerate", "bitsandbytes",
-            "xtuner", "mmengine", "datasets", "liger-kernel"]
+            "xtuner", "mmengine", "datasets", "liger-kernel", "deepspeed"]
 
 
 def lock_pins() -> dict[str, str]:
