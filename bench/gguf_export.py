@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=64)
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]  # another busy process on the machine skews every figure: recorded with them
     seconds, sizes = export_times(args.run, args.repeats)
     with tempfile.TemporaryDirectory() as out:
         from finetune.export import export
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
               "export_seconds": seconds, "sizes": sizes, "tokens": args.tokens, "repeats": args.repeats,
               "llama_cpp_q4_k_m": {"prefill_s": gguf_prefill, "tok_s": gguf_speed},
-              "transformers_fp32": {"prefill_s": hf_prefill, "tok_s": hf_speed}}
+              "transformers_fp32": {"prefill_s": hf_prefill, "tok_s": hf_speed},
+              "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     print(json.dumps(result))
     print("\n| step | median s | size |\n|---|---:|---:|")
     for quant in QUANTS:
