@@ -75,8 +75,8 @@ def convert(source: str | Path, *, config: str | Path | None = None, checkpoint:
     if out is None:
         out = (Path(source) if (Path(source) / "run.json").exists() else work_dir) / "adapter"
     out = Path(out)
-    progress(f"Converting {checkpoint.name} to a PEFT adapter in {out} ...")
     info = config_info(config)
+    progress(f"Converting {checkpoint.name} to a PEFT adapter in {out} ...")
     with atomic_dir(out) as tmp:
         args = [str(config), str(checkpoint), str(tmp), "--safe-serialization"]
         if fp32:

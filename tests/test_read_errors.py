@@ -199,3 +199,46 @@ def test_run_with_broken_run_json_stops_before_any_stage(content, expected, tmp_
     line = one_error_line(capsys.readouterr().err, run / "run.json")
     assert expected in line and "delete it to start the run" in line
     assert [p.name for p in run.iterdir()] == ["run.json"] and (run / "run.json").read_bytes() == content
+
+
+@pytest.mark.parametrize("case", BROKEN_JSON)
+@pytest.mark.parametrize("name", ["adapter_config.json", "finetune_meta.json"])
+def test_merge_broken_adapter_files_write_nothing(case, name, tmp_path, capsys):
+    content, expected = BROKEN_JSON[case]
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"base_model_name_or_path": "base", "r": 8}')
+    (adapter / name).write_bytes(content)
+    out = tmp_path / "merged"
+    assert finetune_cli.main(["merge", str(adapter), "--out", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err, adapter / name)
+    assert expected in line
+    assert "finetune convert" in line or case in ("gbk", "binary")  # those two get the iconv / "pass the file" fix
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+
+
+@pytest.mark.parametrize(("content", "expected"), [(b"x = (\n", "is not valid Python"),
+                                                   (bytes(range(256)) * 4, "binary data"),
+                                                   ("SYSTEM = '你是小薇的智能助手'\n".encode("gbk"), "GBK")])
+def test_convert_unreadable_config_writes_nothing(content, expected, tmp_path, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "iter_1.pth").write_bytes(b"")
+    config = tmp_path / "cfg.py"
+    config.write_bytes(content)
+    out = tmp_path / "adapter"
+    assert finetune_cli.main(["convert", str(work), "--config", str(config), "--out", str(out)]) == 2
+    assert expected in one_error_line(capsys.readouterr().err, config)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["binary", "gbk", "xlsx-renamed"])
+def test_config_unreadable_data_file_writes_nothing(case, tmp_path, capsys):
+    content, expected = CHECK_CASES[case]
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(content)
+    out = tmp_path / "cfg.py"
+    assert finetune_cli.main(["config", "--data", str(data), "--out", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err, data)
+    assert all(part in line for part in expected[:1]), line
+    assert not out.exists()
