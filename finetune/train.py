@@ -6,6 +6,7 @@ import json
 import os
 import re
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,9 +43,25 @@ def checkpoints(work_dir: str | Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
-def newest_checkpoint(work_dir: str | Path) -> Path | None:
-    found = checkpoints(work_dir)
-    return found[-1] if found else None
+def is_complete_checkpoint(path: Path) -> bool:
+    """torch.save writes a zip archive whose directory comes last: a file cut off while being written (the process
+    was killed, the disk filled) has none. A DeepSpeed checkpoint is a folder; one with no files is unfinished."""
+    if path.is_dir():
+        return any(p.is_file() for p in path.rglob("*"))
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+def newest_checkpoint(work_dir: str | Path, notice=None) -> Path | None:
+    """The newest complete checkpoint; `notice` hears of newer ones that were cut off while being written."""
+    for path in reversed(checkpoints(work_dir)):
+        if is_complete_checkpoint(path):
+            return path
+        if notice:
+            notice(f"skipping {path.name}: it was cut off while being written (an interrupted run)")
+    return None
 
 
 def parse_iter_line(line: str) -> dict | None:
@@ -66,9 +83,10 @@ def parse_iter_line(line: str) -> dict | None:
 class Progress:
     """Turns XTuner's log lines into a progress bar and a metrics history."""
 
-    def __init__(self, verbose: bool = False, stream=None):
+    def __init__(self, verbose: bool = False, stream=None, journal: Path | None = None):
         self.verbose = verbose
         self.stream = stream or sys.stderr
+        self.journal = journal  # metrics.jsonl: each record appended as it arrives, so a killed run keeps its curve
         self.history: list[dict] = []
         self.bar = None
         self.in_sample = False
@@ -78,6 +96,9 @@ class Progress:
         if record:
             self.in_sample = False
             self.history.append(record)
+            if self.journal is not None:
+                with open(self.journal, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record) + "\n")
             self._update(record)
             return
         if self.verbose:
@@ -179,7 +200,7 @@ def train(
     if seed is not None:
         args += ["--seed", str(seed)]
     if resume:
-        last = newest_checkpoint(work_dir)
+        last = newest_checkpoint(work_dir, notice=lambda line: print(line, file=sys.stderr))
         if last is not None:
             print(f"Resuming from {last}", file=sys.stderr)
             args += ["--resume", str(last)]
@@ -192,7 +213,7 @@ def train(
     if node_rank > 0:
         print(f"Node {node_rank}: rank 0 on node 0 ({launch.master_addr}) shows the progress and writes the "
               "checkpoints.", file=sys.stderr)
-    progress = Progress(verbose=verbose)
+    progress = Progress(verbose=verbose, journal=work_dir / "metrics.jsonl")
     log_path = work_dir / "train.log"
     try:
         run_tool("train", args, log_path=log_path, on_line=progress, launch=launch,
@@ -239,13 +260,17 @@ def xtuner_deepspeed_file(name: str) -> Path:
 
 
 def _merge_history(work_dir: Path, new: list[dict]) -> list[dict]:
-    """Keep metrics across resumed runs in work_dir/metrics.jsonl (later runs win for the same iteration)."""
+    """Keep metrics across resumed runs in work_dir/metrics.jsonl, one record an iteration in order (later records
+    win for the same iteration: a resumed run repeats the iterations after its checkpoint)."""
     path = work_dir / "metrics.jsonl"
     by_iter: dict[int, dict] = {}
     if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
                 record = json.loads(line)
+            except ValueError:  # blank, or the last line of a run killed while appending it
+                continue
+            if isinstance(record, dict) and isinstance(record.get("iter"), int):
                 by_iter[record["iter"]] = record
     for record in new:
         by_iter[record["iter"]] = record

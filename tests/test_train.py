@@ -30,8 +30,11 @@ def test_progress_collects_history_and_prints_plain_lines(capsys):
 
 
 def test_newest_checkpoint_orders_numerically(tmp_path):
+    import zipfile
+
     for n in (5, 40, 100):
-        (tmp_path / f"iter_{n}.pth").write_bytes(b"x")
+        with zipfile.ZipFile(tmp_path / f"iter_{n}.pth", "w") as archive:  # torch.save's container
+            archive.writestr("data.pkl", b"x")
     (tmp_path / "iter_7.pth").mkdir()  # DeepSpeed checkpoints are directories
     (tmp_path / "last_checkpoint").write_text("x")
     assert [p.name for p in checkpoints(tmp_path)] == ["iter_5.pth", "iter_7.pth", "iter_40.pth", "iter_100.pth"]
@@ -85,3 +88,18 @@ def test_killed_tool_reports_the_signal(tmp_path, monkeypatch):
     with pytest.raises(StageFailed) as failure:
         run_tool("train", [], log_path=tmp_path / "log.txt")
     assert "SIGKILL" in failure.value.message and "working" in failure.value.log_tail
+
+
+def test_newest_checkpoint_skips_one_cut_off_while_being_written(tmp_path):
+    import torch
+
+    from finetune.train import newest_checkpoint
+
+    torch.save({"state_dict": {"w": torch.ones(64)}}, tmp_path / "iter_4.pth")
+    whole = (tmp_path / "iter_4.pth").read_bytes()
+    (tmp_path / "iter_8.pth").write_bytes(whole[: len(whole) // 2])  # killed mid-save
+    notices = []
+    assert newest_checkpoint(tmp_path, notice=notices.append) == tmp_path / "iter_4.pth"
+    assert notices == ["skipping iter_8.pth: it was cut off while being written (an interrupted run)"]
+    (tmp_path / "iter_4.pth").write_bytes(b"")
+    assert newest_checkpoint(tmp_path) is None
