@@ -58,8 +58,14 @@ def engine_round(engine, ids, settings, tokens):
     return first, tokens / elapsed, "".join(pieces)
 
 
-def ask_page(client, question, max_new_tokens):
-    """(seconds to the first streamed text or None, seconds to the whole answer, answer) through the page's API."""
+def text_of(content) -> str:
+    """A chatbot message's text: Gradio 6 sends content as a list of typed parts."""
+    return content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+
+
+def ask_page(client, question, max_new_tokens, with_history=False):
+    """(seconds to the first streamed text or None, seconds to the whole answer, answer) through the page's API;
+    with_history: also the conversation the page shows after the answer (its chatbot messages)."""
     started = time.perf_counter()
     job = client.submit(question, max_new_tokens=max_new_tokens, temperature=0, api_name="/chat")
     first = None
@@ -68,8 +74,9 @@ def ask_page(client, question, max_new_tokens):
             first = time.perf_counter() - started
         time.sleep(0.002)
     elapsed = time.perf_counter() - started
-    content = job.result()[0][-1]["content"]
-    return first, elapsed, content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+    shown = [{**m, "content": text_of(m["content"])} for m in job.result()[0]]
+    text = shown[-1]["content"]
+    return (first, elapsed, text, shown) if with_history else (first, elapsed, text)
 
 
 def main(argv=None) -> int:
