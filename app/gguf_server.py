@@ -9,10 +9,8 @@ The child dies with the app (atexit, and PR_SET_PDEATHSIG on Linux when the app 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import importlib.util
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from .errors import BackendError, SettingsError
+from .process import die_with_parent
 
 DEFAULT_CONTEXT = 4096
 START_TIMEOUT = 180.0
@@ -40,12 +39,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the parent dies (Linux), so no server outlives a killed app."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -88,7 +81,7 @@ def start(path: str | Path, *, context: int | None = None, threads: int | None =
                "--n_threads", str(threads or os.cpu_count() or 1)]
     notice(f"Starting llama.cpp's server on {path.name} ...")
     with open(log_name, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent())
     server = LlamaServer(f"http://127.0.0.1:{port}/v1", alias, process, Path(log_name))
     atexit.register(server.stop)
     deadline = time.monotonic() + START_TIMEOUT

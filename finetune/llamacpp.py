@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from app.process import die_with_parent
+
 from .errors import EnvironmentProblem, InputError, StageFailed
 
 Progress = Callable[[str], None]
@@ -121,7 +123,7 @@ def convert_to_f16(model_dir: Path, out: Path, *, name: str, log: Path, progress
     tensors, last = 0, time.monotonic()
     with open(log, "w", encoding="utf-8") as log_file:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                   encoding="utf-8", errors="replace")
+                                   encoding="utf-8", errors="replace", preexec_fn=die_with_parent())
         try:
             for line in process.stdout:
                 log_file.write(line)

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.process import die_with_parent
+
 from .errors import StageFailed
 
 TOOLKIT_ROOT = Path(__file__).resolve().parent.parent
@@ -168,7 +170,7 @@ def run_tool(
         log.flush()
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=tool_env(), text=True,
-            encoding="utf-8", errors="replace", bufsize=1,
+            encoding="utf-8", errors="replace", bufsize=1, preexec_fn=die_with_parent(),
         )
         try:
             assert process.stdout is not None
