@@ -241,6 +241,10 @@ def failure_kind(exc_or_text) -> str | None:
     return None
 
 
+def retries(count: int) -> str:
+    return f"{count} {'retry' if count == 1 else 'retries'}"
+
+
 def unreachable(kind: str | None, net: NetSettings, *, retried: bool = True) -> str:
     """A few words for the message: 'connection refused', 'no connection within 4 s', ..."""
     if not retried and kind in ("read-timeout", "reset"):
@@ -250,8 +254,8 @@ def unreachable(kind: str | None, net: NetSettings, *, retried: bool = True) -> 
         "dns": "the host name does not resolve",
         "refused": "connection refused",
         "no-route": "no route to the host",
-        "read-timeout": f"no answer within {net.read:g} s, {net.retries} retries",
-        "reset": f"the connection was reset, {net.retries} retries",
+        "read-timeout": f"no answer within {net.read:g} s, {retries(net.retries)}",
+        "reset": f"the connection was reset, {retries(net.retries)}",
     }.get(kind or "", "network error")
 
 

@@ -112,7 +112,7 @@ def _classify(exc: Exception, *, step: str, repo: str, user: str | None, endpoin
                                "ModelScope (--to modelscope, free CPU); for a model check the storage quota.")
     settings = settings or net.NetSettings()
     if status is not None and status >= 500:
-        retried = f" (after {settings.retries} retries)" if status in net.TRANSIENT_STATUS else ""
+        retried = f" (after {net.retries(settings.retries)})" if status in net.TRANSIENT_STATUS else ""
         return HubServerError(f"{endpoint} answered HTTP {status}{retried} while {step} {repo}.",
                               "run the same command again later: it resumes and sends only the files still missing.")
     if status is not None:
@@ -120,9 +120,9 @@ def _classify(exc: Exception, *, step: str, repo: str, user: str | None, endpoin
                            "check the repo id and the staged files (`python -m publish ... --dry-run` shows them).")
     if _is_network_error(exc):
         kind = net.failure_kind(exc)
-        return HubUnreachable(f"Cannot reach the Hugging Face Hub at {endpoint} while {step}: "
-                              f"{net.unreachable(kind, settings)}.", net.network_fix(kind, "HF_ENDPOINT", endpoint,
-                                                                                      settings))
+        # The reason before "while": after "…the token:" the redactor would take it for a token value.
+        return HubUnreachable(f"Cannot reach the Hugging Face Hub at {endpoint} ({net.unreachable(kind, settings)}) "
+                              f"while {step}.", net.network_fix(kind, "HF_ENDPOINT", endpoint, settings))
     if isinstance(exc, ValueError) and "Invalid metadata in README.md" in str(exc):
         return HubRejected(f"Hugging Face refused the metadata of README.md: {_short(exc)}",
                            "fix the YAML front matter between the --- lines at the top of the staged README.md "

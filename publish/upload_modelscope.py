@@ -219,8 +219,8 @@ class _Hub:
         detail = redact(lines[0] if lines else type(error).__name__)
         if isinstance(error, ms.NetworkError):  # timeouts included
             kind = net.failure_kind(error)
-            return HubUnreachable(f"Cannot reach ModelScope at {self.endpoint} while {action}: "
-                                  f"{net.unreachable(kind, self.net)}.",
+            return HubUnreachable(f"Cannot reach ModelScope at {self.endpoint} ({net.unreachable(kind, self.net)}) "
+                                  f"while {action}.",
                                   net.network_fix(kind, "MODELSCOPE_ENDPOINT", self.endpoint, self.net) +
                                   " The hosts: https://modelscope.cn, or https://modelscope.ai (international).")
         if isinstance(error, ms.AuthenticationError):
@@ -257,7 +257,7 @@ def _client_output() -> Iterator[None]:
     for handler in logger.handlers:
         handler.addFilter(log_filter)
     for handler, _ in streams:
-        handler.setStream(sys.stderr)
+        _set_stream(handler, sys.stderr)
     if "MODELSCOPE_LOG_LEVEL" not in os.environ:
         logger.setLevel(logging.WARNING)  # our progress lines replace its INFO chatter
     try:
@@ -266,9 +266,19 @@ def _client_output() -> Iterator[None]:
     finally:
         logger.setLevel(level)
         for handler, stream in streams:
-            handler.setStream(stream)
+            _set_stream(handler, stream)
         for handler in logger.handlers:
             handler.removeFilter(log_filter)
+
+
+def _set_stream(handler: logging.StreamHandler, stream) -> None:
+    """handler.setStream without its flush of the old stream, which may be closed by now (a second upload in one
+    process, e.g. under pytest's capture, found the first one's stderr closed)."""
+    handler.acquire()
+    try:
+        handler.stream = stream
+    finally:
+        handler.release()
 
 
 def _progress(line: str) -> None:

@@ -311,7 +311,7 @@ def _explain(exc: GitFailed, repo: str, remote: str, username: str, target: GitT
                                    target.create_help.format(repo=repo))
     if "returned error: 5" in text:
         return HubServerError(f"The {target.label} git server failed during git {exc.what} (after "
-                              f"{settings.retries} retries): {exc.last_line()}",
+                              f"{net.retries(settings.retries)}): {exc.last_line()}",
                               "wait a little and run the same command again: it resumes, files already there are "
                               "not sent again.")
     if kind in ("read-timeout", "reset"):

@@ -213,7 +213,7 @@ def test_hf_closed_port_fails_at_once(staged, monkeypatch):
     error, seconds = timed(lambda: to_hf(staged))
     assert isinstance(error, HubUnreachable) and seconds < 2
     assert error.one_line() == (
-        f"Cannot reach the Hugging Face Hub at {url} while checking the token: connection refused. Fix: check "
+        f"Cannot reach the Hugging Face Hub at {url} (connection refused) while checking the token. Fix: check "
         f"HF_ENDPOINT (now {url}) and the network or proxy (HTTPS_PROXY); on a slow network raise "
         "PUBLISH_CONNECT_TIMEOUT (now 4 s).")
 
@@ -233,7 +233,7 @@ def test_hf_server_that_never_answers_is_retried_then_reported(staged, monkeypat
         monkeypatch.setenv("HF_ENDPOINT", silent.url)
         error, seconds = timed(lambda: to_hf(staged))
         assert silent.connections == 2  # the request and one retry
-    assert isinstance(error, HubUnreachable) and "no answer within 0.5 s, 1 retries" in error.message
+    assert isinstance(error, HubUnreachable) and "no answer within 0.5 s, 1 retry" in error.message
     assert "PUBLISH_READ_TIMEOUT" in error.fix and seconds < 3
 
 
@@ -268,7 +268,7 @@ def test_ms_closed_port_fails_at_once(staged, monkeypatch):
     monkeypatch.setenv("MODELSCOPE_ENDPOINT", url)
     error, seconds = timed(lambda: to_ms(staged))
     assert isinstance(error, HubUnreachable) and seconds < 2
-    assert error.message == f"Cannot reach ModelScope at {url} while signing in: connection refused."
+    assert error.message == f"Cannot reach ModelScope at {url} (connection refused) while signing in."
     assert f"check MODELSCOPE_ENDPOINT (now {url})" in error.fix and "PUBLISH_CONNECT_TIMEOUT" in error.fix
 
 
@@ -279,7 +279,7 @@ def test_ms_server_that_never_answers_is_retried_then_reported(staged, monkeypat
         monkeypatch.setenv("MODELSCOPE_ENDPOINT", silent.url)
         error, seconds = timed(lambda: to_ms(staged))
         assert silent.connections == 2
-    assert isinstance(error, HubUnreachable) and "no answer within 0.5 s, 1 retries" in error.message
+    assert isinstance(error, HubUnreachable) and "no answer within 0.5 s, 1 retry" in error.message
     assert seconds < 3
 
 
