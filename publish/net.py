@@ -40,12 +40,13 @@ from urllib.parse import urlsplit
 from .errors import InputError
 
 TRANSIENT_STATUS = (500, 502, 503, 504)
+CONNECT_FAILURES = ("proxy", "connect-timeout", "dns", "refused", "no-route")  # failure_kind()s never retried
 UPLOAD_BODY = 1 << 20  # a request body larger than this (or a file/stream) is an upload: see HardenedAdapter.timeout
-SETTINGS = {  # variable: (default, what it is)
-    "PUBLISH_CONNECT_TIMEOUT": (4.0, "seconds to open a connection"),
-    "PUBLISH_READ_TIMEOUT": (60.0, "seconds to wait for an answer"),
-    "PUBLISH_RETRIES": (3, "retries of a transient failure"),
-    "PUBLISH_RETRY_BACKOFF": (0.5, "backoff factor in seconds"),
+SETTINGS = {  # variable: (default, what it is, lowest, highest)
+    "PUBLISH_CONNECT_TIMEOUT": (4.0, "seconds to open a connection", 0.1, 3600),
+    "PUBLISH_READ_TIMEOUT": (60.0, "seconds to wait for an answer", 0.1, 3600),
+    "PUBLISH_RETRIES": (3, "retries of a transient failure", 0, 20),
+    "PUBLISH_RETRY_BACKOFF": (0.5, "backoff factor in seconds", 0, 60),
 }
 
 
@@ -64,7 +65,7 @@ class NetSettings:
 def settings() -> NetSettings:
     """The PUBLISH_* network settings from the environment; a bad value is a one-line InputError naming it."""
     values = {}
-    for name, (default, meaning) in SETTINGS.items():
+    for name, (default, meaning, lowest, highest) in SETTINGS.items():
         raw = os.environ.get(name, "").strip()
         if not raw:
             values[name] = default
@@ -73,11 +74,10 @@ def settings() -> NetSettings:
             value = int(raw) if isinstance(default, int) else float(raw)
         except ValueError:
             value = None
-        lowest = 0 if name in ("PUBLISH_RETRIES", "PUBLISH_RETRY_BACKOFF") else 0.1
-        if value is None or not value >= lowest or value > 3600:
+        if value is None or not lowest <= value <= highest:
             kind = "a whole number" if isinstance(default, int) else "a number"
             raise InputError(f"{name}={raw!r} is not a valid setting ({meaning}).",
-                             f"set it to {kind} from {lowest} to 3600 (default {default}), or unset it.")
+                             f"set it to {kind} from {lowest:g} to {highest:g} (default {default:g}), or unset it.")
         values[name] = value
     return NetSettings(values["PUBLISH_CONNECT_TIMEOUT"], values["PUBLISH_READ_TIMEOUT"], values["PUBLISH_RETRIES"],
                        values["PUBLISH_RETRY_BACKOFF"])
@@ -211,6 +211,7 @@ def huggingface_hub_policy(net: NetSettings) -> Iterator[None]:
 # ------------------------------------------------------------------------------------------- describing failures
 
 _KINDS = [  # (pattern in the exception text or git's message, what happened); the first match wins
+    (r"unable to connect to proxy|proxyerror|proxy connect aborted|could not resolve proxy", "proxy"),
     (r"connect timeout|connecttimeout|connection to \S+ timed out|connection timed out|timed out after \d+ s "
      r"\(could not connect|failed to connect.*timed out|no connection within", "connect-timeout"),
     (r"name or service not known|nodename nor servname|temporary failure in name resolution|nameresolutionerror|"
@@ -224,8 +225,8 @@ _KINDS = [  # (pattern in the exception text or git's message, what happened); t
 
 
 def failure_kind(exc_or_text) -> str | None:
-    """What went wrong on the wire, from an exception (its text and causes) or git's message: one of connect-timeout,
-    dns, refused, no-route, read-timeout, reset, or None."""
+    """What went wrong on the wire, from an exception (its text and causes) or git's message: one of proxy,
+    connect-timeout, dns, refused, no-route, read-timeout, reset, or None."""
     texts, seen, exc = [], set(), exc_or_text
     if isinstance(exc, str):
         texts.append(exc)
@@ -250,6 +251,7 @@ def unreachable(kind: str | None, net: NetSettings, *, retried: bool = True) -> 
     if not retried and kind in ("read-timeout", "reset"):
         return {"read-timeout": f"no answer within {net.read:g} s", "reset": "connection reset"}[kind]
     return {
+        "proxy": "the proxy cannot be reached",
         "connect-timeout": f"no connection within {net.connect:g} s",
         "dns": "the host name does not resolve",
         "refused": "connection refused",
@@ -329,7 +331,7 @@ _GIT_NO_RETRY = re.compile(r"returned error: 4\d\d|http 4\d\d|authentication fai
 def git_transient(output: str) -> bool:
     """Whether a failed git command's message shows a transient failure worth a retry (5xx, reset, a stall), and no
     4xx answer or connect failure."""
-    if _GIT_NO_RETRY.search(output) or failure_kind(output) in ("connect-timeout", "dns", "refused", "no-route"):
+    if _GIT_NO_RETRY.search(output) or failure_kind(output) in CONNECT_FAILURES:
         return False
     return bool(re.search(r"returned error: 5\d\d|http 5\d\d", output, re.I)) or \
         failure_kind(output) in ("read-timeout", "reset")

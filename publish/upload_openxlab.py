@@ -293,7 +293,7 @@ def _explain(exc: GitFailed, repo: str, remote: str, username: str, target: GitT
     shown = redact(remote)
     settings = settings or net.NetSettings()
     kind = net.failure_kind(exc.output)
-    if exc.what == "connect" or kind in ("connect-timeout", "dns", "refused", "no-route"):
+    if exc.what == "connect" or kind in net.CONNECT_FAILURES:
         return HubUnreachable(f"Cannot reach the {target.label} git server {shown}: {exc.last_line()}.",
                               f"{target.endpoint_help} On a slow network raise PUBLISH_CONNECT_TIMEOUT (now "
                               f"{settings.connect:g} s).")

@@ -136,6 +136,20 @@ def test_settings_default_and_a_bad_value_is_one_line_naming_it(monkeypatch):
         monkeypatch.delenv(name)
 
 
+def test_cli_refuses_a_bad_setting_before_staging(tmp_path, monkeypatch, capsys):
+    from publish.cli import main
+
+    monkeypatch.setenv("PUBLISH_READ_TIMEOUT", "1m")
+    code = main(["adapter", str(tmp_path / "run"), "--to", "hf", "--repo", "alice/x"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.splitlines() == [
+        "error: PUBLISH_READ_TIMEOUT='1m' is not a valid setting (seconds to wait for an answer). Fix: set it to a "
+        "number from 0.1 to 3600 (default 60), or unset it."]
+    assert not (tmp_path / "run").exists()
+    assert main(["adapter", str(tmp_path / "run"), "--to", "hf", "--repo", "alice/x", "--dry-run"]) == 2  # the run
+    assert "PUBLISH_READ_TIMEOUT" not in capsys.readouterr().err  # a dry run makes no request: the setting is moot
+
+
 def test_timeouts_cap_the_connect_part_and_leave_uploads_theirs():
     policy = net.NetSettings(4, 60, 3, 0)
     assert net.request_timeout(policy, None, None) == (4, 60)
@@ -235,6 +249,17 @@ def test_hf_server_that_never_answers_is_retried_then_reported(staged, monkeypat
         assert silent.connections == 2  # the request and one retry
     assert isinstance(error, HubUnreachable) and "no answer within 0.5 s, 1 retry" in error.message
     assert "PUBLISH_READ_TIMEOUT" in error.fix and seconds < 3
+
+
+@pytest.mark.parametrize("hub", ["hf", "modelscope"])
+def test_a_proxy_that_is_down_is_named(hub, staged, monkeypatch):
+    proxy = closed_port_url()
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, proxy)
+    monkeypatch.setenv("HF_ENDPOINT" if hub == "hf" else "MODELSCOPE_ENDPOINT", "http://hub.example")
+    error, seconds = timed(lambda: to_hf(staged) if hub == "hf" else to_ms(staged))
+    assert isinstance(error, HubUnreachable) and "(the proxy cannot be reached)" in error.message and seconds < 2
+    assert "proxy (HTTPS_PROXY)" in error.fix
 
 
 # ------------------------------------------------------------------------------------------- ModelScope
