@@ -26,6 +26,7 @@ timeout and no retry, so `probe` and `retry_git` below supply them.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import socket
@@ -86,6 +87,18 @@ def settings() -> NetSettings:
 # ------------------------------------------------------------------------------------------- requests / urllib3
 
 
+class _OwnRetryLines(logging.Filter):
+    """Drops urllib3's "Retrying (SayingRetry(...)) after connection broken by ..." warning: SayingRetry has already
+    said it in one plain line. Retries of anyone else's Retry are left alone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (str(record.msg).startswith("Retrying (") and args and type(args[0]).__name__ == "SayingRetry")
+
+
+_RETRY_LINES = _OwnRetryLines()
+
+
 def retry_policy(net: NetSettings):
     """urllib3's Retry for our policy: connect errors and 4xx are not retried (see the module's docstring). Each retry
     is one line on stderr."""
@@ -102,6 +115,7 @@ def retry_policy(net: NetSettings):
                   f"{net.retries}{f' in {wait:g} s' if wait else ''}", file=sys.stderr, flush=True)
             return new
 
+    logging.getLogger("urllib3.connectionpool").addFilter(_RETRY_LINES)  # the same object once, however often
     return SayingRetry(total=net.retries, connect=0, read=net.retries, status=net.retries, other=0, redirect=5,
                  status_forcelist=TRANSIENT_STATUS, allowed_methods=None, backoff_factor=net.backoff,
                  raise_on_status=False,  # the last 5xx answer goes to the client, which names it (not "max retries")

@@ -211,6 +211,9 @@ def test_a_kill_at_a_random_request_then_a_rerun_ends_as_an_uninterrupted_upload
         assert "the remote matches the staging folder" in output, context
         assert target.files() == expected, context
         assert not _leftovers(run, child_tmp), f"{context}: {_leftovers(run, child_tmp)}"
+        for token in (HF_TOKEN, MS_TOKEN, OX_TOKEN):  # in no output and no file written, the killed run's too
+            assert token not in child_output + output, context
+            assert not [path for path in tmp_path.rglob("*") if path.is_file() and token.encode() in path.read_bytes()]
         resent = set(target.uploads()[puts:]) & objects
         assert not resent, f"{context}: objects the hub already had were sent again: {resent}"
         if hub != "openxlab":
