@@ -269,3 +269,50 @@ def test_cli_modelscope_host_that_never_connects_fails_within_5_s_with_the_defau
         f"MODELSCOPE_ENDPOINT (now {hole.url}) and the network or proxy (HTTPS_PROXY); on a slow network raise "
         "PUBLISH_CONNECT_TIMEOUT (now 4 s). The hosts: https://modelscope.cn, or https://modelscope.ai "
         "(international).")
+
+
+# ------------------------------------------------------------------------------------------- OpenXLab's working copy
+
+
+def test_what_a_killed_git_left_in_the_working_copy_is_cleared(tmp_path, capfd):
+    """A kill while git held a lock (git add, commit, fetch) leaves the lock; the next run removes it (and the dead
+    run's askpass script), and refuses a copy that a live publish is using."""
+    from publish.errors import InputError
+    from publish.secrets import Secret
+    from publish.stage import StagedFile
+    from publish.upload_openxlab import upload_openxlab
+
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    (staged / "README.md").write_text("# one\n")
+    work_dir = tmp_path / ".git-openxlab"
+
+    def upload():
+        files = [StagedFile("README.md", (staged / "README.md").stat().st_size,
+                            hashlib.sha256((staged / "README.md").read_bytes()).hexdigest())]
+        return upload_openxlab(staged, files, REPO, username="alice", token=Secret(OX_TOKEN, "test"),
+                               commit_message="Upload", work_dir=work_dir, remote_url=server.repo_url(REPO))
+
+    with GitHttpServer(tmp_path / "git-server", user="alice", token=OX_TOKEN) as server:
+        server.create_repo(REPO)
+        upload()
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        (work_dir / ".git" / "index.lock").write_text("")
+        (work_dir / ".git" / "refs" / "remotes" / "origin" / "main.lock").write_text("")
+        leftover = tmp_path / f"..git-openxlab.askpass.finetune-tmp.{dead.pid}.abc123"
+        leftover.write_text("#!/bin/sh\n")
+        (staged / "README.md").write_text("# two\n")
+
+        assert upload().commits == 1
+        err = capfd.readouterr().err
+        assert "removed 2 lock or temporary file(s) an interrupted git left in" in err
+        assert "removed a leftover temporary file from an interrupted run" in err and not leftover.exists()
+        assert not list((work_dir / ".git").rglob("*.lock"))
+
+        alive = tmp_path / f"..git-openxlab.askpass.finetune-tmp.{os.getppid()}.abc123"
+        alive.write_text("#!/bin/sh\n")
+        with pytest.raises(InputError) as busy:
+            upload()
+        assert f"Another publish (process {os.getppid()}) is uploading through {work_dir}" in busy.value.message
+        assert alive.exists() and (work_dir / ".git").is_dir()
