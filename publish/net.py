@@ -16,11 +16,12 @@ Settings, from the environment when a client is set up:
 
 Where the settings go: Hugging Face (huggingface_hub on requests): `configure_http_backend` with an adapter carrying
 urllib3's `Retry` and the timeouts; on httpx releases (1.x/2.x) `set_client_factory` with the timeouts, retries left
-to the library's own `http_backoff`. ModelScope (modelscope-hub on requests): the same adapter on its two sessions,
-its own per-request retry loop off (it also retries a refused connection, which made an unreachable endpoint take
-16 s); its upload-level blob and commit retries stay. git: `http.lowSpeedLimit/Time` (a stalled transfer), git-lfs's
-`lfs.dialtimeout`, `lfs.tlstimeout`, `lfs.activitytimeout`, `lfs.transfer.maxretries`; git itself has no connect
-timeout and no retry, so `probe` and `retry_git` below supply them.
+to the library's own `http_backoff`. ModelScope (modelscope-hub on requests): the same adapter on the sessions of its
+OpenAPI and legacy clients, the OpenAPI client's own retry loop off (it also retried a refused connection, which made
+an unreachable endpoint take 16 s); its upload-level blob and commit retries stay, and so do the file listing's
+session and page retries (15 s a page, its own 10 s connect timeout). git: `http.lowSpeedLimit/Time` (a stalled
+transfer), git-lfs's `lfs.dialtimeout`, `lfs.tlstimeout`, `lfs.activitytimeout`, `lfs.transfer.maxretries`; git
+itself has no connect timeout and no retry, so `probe` and `retry_git` below supply them.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from .errors import InputError
 
 TRANSIENT_STATUS = (500, 502, 503, 504)
 CONNECT_FAILURES = ("proxy", "connect-timeout", "dns", "refused", "no-route")  # failure_kind()s never retried
-UPLOAD_BODY = 1 << 20  # a request body larger than this (or a file/stream) is an upload: see HardenedAdapter.timeout
+UPLOAD_BODY = 1 << 20  # a request body larger than this (or a file/stream) is an upload: see request_timeout
+MAX_RETRY_AFTER = 30.0  # seconds: the longest wait a server's Retry-After header gets
 SETTINGS = {  # variable: (default, what it is, lowest, highest)
     "PUBLISH_CONNECT_TIMEOUT": (4.0, "seconds to open a connection", 0.1, 3600),
     "PUBLISH_READ_TIMEOUT": (60.0, "seconds to wait for an answer", 0.1, 3600),
@@ -105,6 +107,8 @@ def retry_policy(net: NetSettings):
     from urllib3.util.retry import Retry
 
     class SayingRetry(Retry):
+        RETRY_AFTER_STATUS_CODES = frozenset({503})  # urllib3 also retries a 413 or 429 carrying Retry-After: no 4xx
+
         def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
             new = super().increment(method, url, response, error, _pool, _stacktrace)  # raises when exhausted
             status = getattr(response, "status", None)
@@ -115,11 +119,17 @@ def retry_policy(net: NetSettings):
                   f"{net.retries}{f' in {wait:g} s' if wait else ''}", file=sys.stderr, flush=True)
             return new
 
+        def get_retry_after(self, response):
+            """The server's Retry-After, at most MAX_RETRY_AFTER seconds: the retries stay bounded in time."""
+            wait = super().get_retry_after(response)
+            return None if wait is None else min(wait, MAX_RETRY_AFTER)
+
     logging.getLogger("urllib3.connectionpool").addFilter(_RETRY_LINES)  # the same object once, however often
-    return SayingRetry(total=net.retries, connect=0, read=net.retries, status=net.retries, other=0, redirect=5,
-                 status_forcelist=TRANSIENT_STATUS, allowed_methods=None, backoff_factor=net.backoff,
-                 raise_on_status=False,  # the last 5xx answer goes to the client, which names it (not "max retries")
-                 respect_retry_after_header=True)
+    return SayingRetry(
+        total=net.retries, connect=0, read=net.retries, status=net.retries, other=0, redirect=5,
+        status_forcelist=TRANSIENT_STATUS, allowed_methods=None, backoff_factor=net.backoff,
+        raise_on_status=False,  # the last 5xx answer goes to the client, which names it (not "max retries exceeded")
+        respect_retry_after_header=True)
 
 
 def _is_upload(body) -> bool:

@@ -161,6 +161,13 @@ def test_timeouts_cap_the_connect_part_and_leave_uploads_theirs():
     assert net.request_timeout(policy, None, b"x" * (net.UPLOAD_BODY + 1)) == (60, 60)
 
 
+def test_the_retry_policy_takes_5xx_and_never_4xx():
+    policy = net.retry_policy(net.NetSettings())
+    assert [status for status in range(400, 600) if policy.is_retry("POST", status, has_retry_after=True)] == \
+        [500, 502, 503, 504]
+    assert (policy.connect, policy.read, policy.status, policy.total) == (0, 3, 3, 3)
+
+
 @pytest.mark.parametrize(("message", "transient"), [
     ("fatal: unable to access 'http://h/x.git/': The requested URL returned error: 503", True),
     ("error: RPC failed; curl 56 Recv failure: Connection reset by peer", True),
