@@ -13,7 +13,7 @@ from app.errors import guard_main
 from app.quiet import quiet
 from finetune.errors import FinetuneError
 
-from . import __version__
+from . import __version__, net
 from .hubs import HUB_NAMES, HUBS, OPENXLAB_GIT_ENV, git_url
 from .remote import human_size
 from .secrets import redact
@@ -26,7 +26,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 TOKENS_HELP = ("tokens (never on the command line): Hugging Face HF_TOKEN or `huggingface-cli login`; ModelScope "
                "MODELSCOPE_API_TOKEN or `modelscope login`; OpenXLab OPENXLAB_GIT_USER + OPENXLAB_GIT_TOKEN (a Git "
                "access token); a git remote for an OpenXLab app: GIT_TOKEN. Endpoints: HF_ENDPOINT, "
-               f"MODELSCOPE_ENDPOINT, {OPENXLAB_GIT_ENV}.")
+               f"MODELSCOPE_ENDPOINT, {OPENXLAB_GIT_ENV}. Network: PUBLISH_CONNECT_TIMEOUT (default 4 s: how fast an "
+               "unreachable hub fails), PUBLISH_READ_TIMEOUT (60 s), PUBLISH_RETRIES (3, for HTTP 5xx, resets and "
+               "timeouts; never for 4xx), PUBLISH_RETRY_BACKOFF (0.5 s).")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet(env="PUBLISH_VERBOSE")
     try:
+        if not args.dry_run:
+            net.settings()  # a bad PUBLISH_* value is reported before anything is staged
         return int(args.func(args) or 0)
     except FinetuneError as error:  # PublishError is one
         if os.environ.get("PUBLISH_DEBUG"):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from finetune.errors import EnvironmentProblem
 
+from . import net
 from .errors import PublishError
 from .secrets import Secret, redact
 
@@ -54,24 +55,25 @@ def require_git() -> None:
         raise GitMissing("git-lfs is not installed (OpenXLab stores the weights with Git LFS).", INSTALL)
 
 
-def write_askpass(folder: Path) -> Path:
-    """The GIT_ASKPASS script (it holds no secret: it prints the child's environment variables)."""
-    path = folder / "askpass.sh"
+def write_askpass(path: Path) -> Path:
+    """Write the GIT_ASKPASS script to `path` (it holds no secret: it prints the child's environment variables)."""
     path.write_text(ASKPASS, encoding="utf-8")
     path.chmod(0o700)
     return path
 
 
-def git_env(username: str, token: Secret, askpass: Path) -> dict[str, str]:
+def git_env(username: str, token: Secret, askpass: Path, settings: net.NetSettings | None = None) -> dict[str, str]:
     """The environment for every git call of one upload: credentials for the askpass script, English messages
-    (errors are recognised by their text), large files left unsmudged on checkout."""
+    (errors are recognised by their text), large files left unsmudged on checkout, and the network policy's
+    timeouts and retries for git and git-lfs (publish/net.py)."""
     env = dict(os.environ)
     env.update({"GIT_ASKPASS": str(askpass), "GIT_TERMINAL_PROMPT": "0", USER_VAR: username,
                 TOKEN_VAR: token.reveal(), "GIT_LFS_SKIP_SMUDGE": "1", "LC_ALL": "C"})
+    config = {**CONFIG, **net.git_config(settings or net.NetSettings())}
     count = int(env.get("GIT_CONFIG_COUNT") or 0)
-    for offset, (key, value) in enumerate(CONFIG.items()):
+    for offset, (key, value) in enumerate(config.items()):
         env[f"GIT_CONFIG_KEY_{count + offset}"], env[f"GIT_CONFIG_VALUE_{count + offset}"] = key, value
-    env["GIT_CONFIG_COUNT"] = str(count + len(CONFIG))
+    env["GIT_CONFIG_COUNT"] = str(count + len(config))
     return env
 
 

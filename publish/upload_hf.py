@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import hubs
+from . import hubs, net
 from .errors import (
     AuthError,
     HubRejected,
@@ -91,7 +91,7 @@ WRITE_TOKEN = "create a write token at https://huggingface.co/settings/tokens an
 
 
 def _classify(exc: Exception, *, step: str, repo: str, user: str | None, endpoint: str,
-              source: str) -> PublishError | None:
+              source: str, settings: net.NetSettings | None = None) -> PublishError | None:
     """Our typed error for a hub/client exception raised while doing `step`, or None for anything else."""
     status = _status(exc)
     namespace = repo.split("/")[0]
@@ -110,16 +110,19 @@ def _classify(exc: Exception, *, step: str, repo: str, user: str | None, endpoin
         return PaymentRequired(f"Hugging Face wants a paid plan for {repo} (HTTP 402 while {step}): {_short(exc)}",
                                "for a Space: add billing or PRO to the account, drop a paid --hardware, or deploy to "
                                "ModelScope (--to modelscope, free CPU); for a model check the storage quota.")
+    settings = settings or net.NetSettings()
     if status is not None and status >= 500:
-        return HubServerError(f"{endpoint} answered HTTP {status} while {step} {repo}.",
+        retried = f" (after {net.retries(settings.retries)})" if status in net.TRANSIENT_STATUS else ""
+        return HubServerError(f"{endpoint} answered HTTP {status}{retried} while {step} {repo}.",
                               "run the same command again later: it resumes and sends only the files still missing.")
     if status is not None:
         return HubRejected(f"Hugging Face refused the request while {step} {repo} (HTTP {status}): {_short(exc)}",
                            "check the repo id and the staged files (`python -m publish ... --dry-run` shows them).")
     if _is_network_error(exc):
-        return HubUnreachable(f"Cannot reach {endpoint} while {step} ({type(exc).__name__}).",
-                              f"check the network or proxy (HTTPS_PROXY); HF_ENDPOINT sets the hub address (now "
-                              f"{endpoint}).")
+        kind = net.failure_kind(exc)
+        # The reason before "while": after "…the token:" the redactor would take it for a token value.
+        return HubUnreachable(f"Cannot reach the Hugging Face Hub at {endpoint} ({net.unreachable(kind, settings)}) "
+                              f"while {step}.", net.network_fix(kind, "HF_ENDPOINT", endpoint, settings))
     if isinstance(exc, ValueError) and "Invalid metadata in README.md" in str(exc):
         return HubRejected(f"Hugging Face refused the metadata of README.md: {_short(exc)}",
                            "fix the YAML front matter between the --- lines at the top of the staged README.md "
@@ -131,13 +134,14 @@ def _classify(exc: Exception, *, step: str, repo: str, user: str | None, endpoin
 
 
 @contextlib.contextmanager
-def _hub_errors(step: str, *, repo: str, user: str | None, endpoint: str, source: str) -> Iterator[None]:
+def _hub_errors(step: str, *, repo: str, user: str | None, endpoint: str, source: str,
+                settings: net.NetSettings) -> Iterator[None]:
     try:
         yield
     except PublishError:
         raise
     except Exception as exc:
-        typed = _classify(exc, step=step, repo=repo, user=user, endpoint=endpoint, source=source)
+        typed = _classify(exc, step=step, repo=repo, user=user, endpoint=endpoint, source=source, settings=settings)
         if typed is None:
             raise
         raise typed from None
@@ -231,16 +235,18 @@ def upload_hf(folder: Path, files: list[StagedFile], repo: str, *, token: Secret
         raise ValueError(f"repo_type must be one of {REPO_TYPES}, not {repo_type!r}")
     if repo_type != "space" and (space_variables or space_secrets or space_hardware):
         raise ValueError("space_variables, space_secrets and space_hardware are for Spaces (repo_type='space')")
-    with redacted_output(), _online():
+    settings = net.settings()
+    with redacted_output(), _online(), net.huggingface_hub_policy(settings):
         return _upload(Path(folder), files, repo, token=token, private=private, repo_type=repo_type,
                        commit_message=commit_message, space_sdk=space_sdk, space_variables=space_variables or {},
                        space_secrets=space_secrets or {}, space_hardware=space_hardware,
-                       max_commit_bytes=max_commit_bytes)
+                       max_commit_bytes=max_commit_bytes, settings=settings)
 
 
 def _upload(folder: Path, files: list[StagedFile], repo: str, *, token: Secret, private: bool, repo_type: str,
             commit_message: str, space_sdk: str, space_variables: dict[str, str],
-            space_secrets: dict[str, Secret], space_hardware: str | None, max_commit_bytes: int) -> UploadResult:
+            space_secrets: dict[str, Secret], space_hardware: str | None, max_commit_bytes: int,
+            settings: net.NetSettings) -> UploadResult:
     from huggingface_hub import HfApi
 
     endpoint = hubs.hf_endpoint()
@@ -250,7 +256,7 @@ def _upload(folder: Path, files: list[StagedFile], repo: str, *, token: Secret, 
     user = None
 
     def errors(step: str):
-        return _hub_errors(step, repo=repo, user=user, endpoint=endpoint, source=token.source)
+        return _hub_errors(step, repo=repo, user=user, endpoint=endpoint, source=token.source, settings=settings)
 
     with errors("checking the token"):
         user = api.whoami()["name"]

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import net
 from .errors import (
     AuthError,
     HubRejected,
@@ -69,7 +70,7 @@ def upload_modelscope(folder: Path, files: list[StagedFile], repo: str, *, token
         raise InputError("Variables, secrets, deploy and hardware apply only to a ModelScope Studio.",
                          "upload the demo as repo_type='studio', or drop those options for a model.")
     endpoint = modelscope_endpoint()
-    hub = _Hub(endpoint, repo, token)
+    hub = _Hub(endpoint, repo, token, net.settings())
     with _client_output():
         hub.sign_in()
         created = hub.ensure_repo(repo_type, private=private, hardware=hardware)
@@ -94,12 +95,25 @@ def upload_modelscope(folder: Path, files: list[StagedFile], repo: str, *, token
 class _Hub:
     """One repo on one endpoint through `modelscope_hub.HubApi`; every client error leaves as one of ours."""
 
-    def __init__(self, endpoint: str, repo: str, token: Secret):
+    def __init__(self, endpoint: str, repo: str, token: Secret, settings: net.NetSettings):
+        import requests
         from modelscope_hub import HubApi, HubConfig
+        from modelscope_hub._openapi import OpenAPIClient
+        from modelscope_hub.constants import API_CONNECTION_POOL_MAXSIZE
 
-        self.endpoint, self.repo, self.user = endpoint, repo, ""
+        self.endpoint, self.repo, self.user, self.net = endpoint, repo, "", settings
         # Our own config: the client's process-wide default would read the environment and the saved login.
-        self.api = HubApi(config=HubConfig(endpoint=endpoint, token=token.reveal()))
+        config = HubConfig(endpoint=endpoint, token=token.reveal())
+        self.api = HubApi(config=config)
+        # The network policy (publish/net.py) on both of the client's sessions. HubApi builds its clients itself and
+        # reads timeouts and retries from MODELSCOPE_* variables once, at import, so they are set here: the OpenAPI
+        # client takes a session and a retry count (its own loop, 5 attempts with 1-8 s waits, also retried refused
+        # connections: 16 s to report an unreachable endpoint); the legacy client's session gets our adapter in
+        # place of its own Retry. Its upload-level blob and commit retries are left as they are.
+        pool = {"pool_connections": API_CONNECTION_POOL_MAXSIZE, "pool_maxsize": API_CONNECTION_POOL_MAXSIZE}
+        self.api._openapi = OpenAPIClient(config, session=net.mount(requests.Session(), settings, **pool),
+                                          max_retries=1)
+        net.mount(self.api.legacy._session, settings, **pool)
 
     def sign_in(self) -> None:
         with self.guard("signing in"):
@@ -204,9 +218,11 @@ class _Hub:
         lines = str(error).strip().splitlines()
         detail = redact(lines[0] if lines else type(error).__name__)
         if isinstance(error, ms.NetworkError):  # timeouts included
-            return HubUnreachable(f"Cannot reach ModelScope at {self.endpoint} while {action}: {detail}",
-                                  "check the network or proxy; MODELSCOPE_ENDPOINT sets the host "
-                                  "(https://modelscope.cn, or https://modelscope.ai for the international site).")
+            kind = net.failure_kind(error)
+            return HubUnreachable(f"Cannot reach ModelScope at {self.endpoint} ({net.unreachable(kind, self.net)}) "
+                                  f"while {action}.",
+                                  net.network_fix(kind, "MODELSCOPE_ENDPOINT", self.endpoint, self.net) +
+                                  " The hosts: https://modelscope.cn, or https://modelscope.ai (international).")
         if isinstance(error, ms.AuthenticationError):
             return AuthError(f"ModelScope rejected the token while {action}: {detail}",
                              f"create a token with write permission at {TOKEN_PAGE} and set {TOKEN_ENV} (a "
@@ -241,7 +257,7 @@ def _client_output() -> Iterator[None]:
     for handler in logger.handlers:
         handler.addFilter(log_filter)
     for handler, _ in streams:
-        handler.setStream(sys.stderr)
+        _set_stream(handler, sys.stderr)
     if "MODELSCOPE_LOG_LEVEL" not in os.environ:
         logger.setLevel(logging.WARNING)  # our progress lines replace its INFO chatter
     try:
@@ -250,9 +266,19 @@ def _client_output() -> Iterator[None]:
     finally:
         logger.setLevel(level)
         for handler, stream in streams:
-            handler.setStream(stream)
+            _set_stream(handler, stream)
         for handler in logger.handlers:
             handler.removeFilter(log_filter)
+
+
+def _set_stream(handler: logging.StreamHandler, stream) -> None:
+    """handler.setStream without its flush of the old stream, which may be closed by now (a second upload in one
+    process, e.g. under pytest's capture, found the first one's stderr closed)."""
+    handler.acquire()
+    try:
+        handler.stream = stream
+    finally:
+        handler.release()
 
 
 def _progress(line: str) -> None:

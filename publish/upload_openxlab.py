@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from finetune.fsutil import TMP_MARK, scratch_path
+
+from . import net
 from .errors import (
     AuthError,
     HubRejected,
@@ -86,22 +89,64 @@ def upload_openxlab(folder: Path, files: list[StagedFile], repo: str, *, usernam
         raise InputError(f"The OpenXLab git URL {redact(remote)} holds a password; it would be saved in "
                          f"{work_dir}/.git/config.", f"drop it from {OPENXLAB_GIT_ENV} and set {TOKEN_ENV} instead.")
     require_git()
-    with tempfile.TemporaryDirectory(prefix="publish-git-") as scratch:
-        env = git_env(username, token, write_askpass(Path(scratch)))
-        try:
-            return _upload(folder, files, repo, remote, env, username, commit_message, work_dir)
-        except GitFailed as exc:
-            raise _explain(exc, repo, remote, username, target) from None
-
-
-def _upload(folder, files, repo, remote, env, username, message, work_dir) -> UploadResult:
-    _say(f"checking {redact(remote)}")
+    settings = net.settings()
     work_dir.parent.mkdir(parents=True, exist_ok=True)
-    heads = git("ls-remote", "--symref", remote, cwd=work_dir.parent, env=env, what="ls-remote",
-                timeout=PROBE_TIMEOUT)
+    # The askpass script sits beside the working copy under a name carrying our process id (finetune/fsutil.py):
+    # after a kill the next run removes it, and while we run it tells another publish that the copy is in use.
+    marker = work_dir.with_name(f"{work_dir.name}.askpass")
+    with scratch_path(marker, notice=_say) as askpass:
+        _claim(marker, work_dir)
+        env = git_env(username, token, write_askpass(askpass), settings)
+        try:
+            return _upload(folder, files, repo, remote, env, username, commit_message, work_dir, settings)
+        except GitFailed as exc:
+            raise _explain(exc, repo, remote, username, target, settings) from None
+
+
+def _claim(marker: Path, work_dir: Path) -> None:
+    """Refuse a working copy another live publish is using; otherwise clear what a killed git left in it."""
+    import psutil
+
+    pattern = re.compile(rf"\.{re.escape(marker.name)}\.{TMP_MARK}\.(\d+)\.[a-z0-9_]+")
+    for entry in marker.parent.iterdir():
+        found = pattern.fullmatch(entry.name)
+        if found and int(found.group(1)) != os.getpid() and psutil.pid_exists(int(found.group(1))):
+            raise InputError(f"Another publish (process {found.group(1)}) is uploading through {work_dir}.",
+                             "wait until it has finished, then run this again.")
+    git_dir = work_dir / ".git"
+    if not git_dir.is_dir():
+        return
+    stale = [p for p in git_dir.rglob("*.lock") if p.is_file()]  # index.lock, refs/…/main.lock, shallow.lock, …
+    stale += list((git_dir / "objects").glob("incoming-*")) + list((git_dir / "objects" / "pack").glob("tmp_*"))
+    stale += list((git_dir / "objects").glob("??/tmp_obj_*")) + list((git_dir / "lfs" / "tmp").glob("*"))
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if stale:
+        _say(f"removed {len(stale)} lock or temporary file(s) an interrupted git left in {work_dir}")
+
+
+def _network_git(*args: str, what: str, settings: net.NetSettings, **kwargs) -> str:
+    """`git` for a command that talks to the remote: transient failures (5xx, a reset, a stall) retried."""
+    def retrying(attempt: int, exc: GitFailed) -> None:
+        _say(f"git {what} failed ({exc.last_line()}); retry {attempt} of {settings.retries}")
+
+    return net.retry_git(lambda: git(*args, what=what, **kwargs), settings, on_retry=retrying)
+
+
+def _upload(folder, files, repo, remote, env, username, message, work_dir, settings) -> UploadResult:
+    _say(f"checking {redact(remote)}")
+    failed = net.probe(remote, settings, env)
+    if failed:
+        raise GitFailed("connect", f"could not open a connection to {failed[1]}: "
+                                   f"{net.unreachable(failed[0], settings)}")
+    heads = _network_git("ls-remote", "--symref", remote, cwd=work_dir.parent, env=env, what="ls-remote",
+                         timeout=PROBE_TIMEOUT, settings=settings)
     branch, empty = _default_branch(heads)
     _say(f"updating the working copy {work_dir} ({'empty repo' if empty else 'branch ' + branch})")
-    _prepare_clone(work_dir, remote, branch, empty, env)
+    _prepare_clone(work_dir, remote, branch, empty, env, settings)
     _mirror(folder, files, work_dir)
     _track_large_files(work_dir, files)
     git("add", "-A", "-f", cwd=work_dir, env=env, what="add")  # -f: a .gitignore of the repo must not drop ours
@@ -112,9 +157,9 @@ def _upload(folder, files, repo, remote, env, username, message, work_dir) -> Up
         size = sum(f.size for f in files if f.path in sent)
         _say(f"committing {len(sent)} changed file(s), {human_size(size)}; pushing to {redact(remote)}")
         git("commit", "-q", "-m", message, cwd=work_dir, env=identity_env(work_dir, env, username), what="commit")
-        git("push", "origin", f"HEAD:refs/heads/{branch}", cwd=work_dir, env=dict(env, GIT_LFS_FORCE_PROGRESS="1"),
-            what="push", progress=True)  # git-lfs shows upload progress only on a terminal unless forced
-        _fetch(work_dir, branch, env)
+        _network_git("push", "origin", f"HEAD:refs/heads/{branch}", cwd=work_dir, what="push", progress=True,
+                     env=dict(env, GIT_LFS_FORCE_PROGRESS="1"), settings=settings)  # lfs: progress off a terminal too
+        _fetch(work_dir, branch, env, settings)
         commits = 1
     else:
         _say("nothing changed since the last upload: no commit")
@@ -146,18 +191,22 @@ def _default_branch(ls_remote: str) -> tuple[str, bool]:
     return "main", True
 
 
-def _fetch(work_dir: Path, branch: str, env: dict) -> None:
-    git("fetch", "-q", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}", cwd=work_dir, env=env,
-        what="fetch")
+def _fetch(work_dir: Path, branch: str, env: dict, settings: net.NetSettings) -> None:
+    _network_git("fetch", "-q", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}", cwd=work_dir,
+                 env=env, what="fetch", settings=settings)
 
 
-def _prepare_clone(work_dir: Path, remote: str, branch: str, empty: bool, env: dict) -> None:
+def _prepare_clone(work_dir: Path, remote: str, branch: str, empty: bool, env: dict,
+                   settings: net.NetSettings) -> None:
     """Make `work_dir` a clone of the remote branch (large files left as LFS pointers), reusing an earlier one."""
     if work_dir.exists() and not (work_dir / ".git").is_dir() and any(work_dir.iterdir()):
         raise InputError(f"{work_dir} exists and is not a git working copy made by publish.",
                          "remove it or choose another work_dir.")
-    if empty and (work_dir / ".git").is_dir():
-        shutil.rmtree(work_dir)  # an earlier attempt may hold a commit that never reached the (still empty) remote
+    if (work_dir / ".git").is_dir() and (empty or subprocess.run(
+            ["git", "remote", "get-url", "origin"], cwd=work_dir, env=env, capture_output=True).returncode != 0):
+        # An earlier attempt may hold a commit that never reached the (still empty) remote, or was killed before
+        # the copy was set up: it is only a cache of the remote, so start it again.
+        shutil.rmtree(work_dir)
     if not (work_dir / ".git").is_dir():
         work_dir.mkdir(parents=True, exist_ok=True)
         git("init", "-q", "-b", branch, cwd=work_dir, env=env, what="init")
@@ -166,7 +215,7 @@ def _prepare_clone(work_dir: Path, remote: str, branch: str, empty: bool, env: d
         git("remote", "set-url", "origin", remote, cwd=work_dir, env=env, what="remote set-url")
     git("lfs", "install", "--local", cwd=work_dir, env=env, what="lfs install")
     if not empty:
-        _fetch(work_dir, branch, env)
+        _fetch(work_dir, branch, env, settings)
         git("checkout", "-q", "-f", "-B", branch, f"refs/remotes/origin/{branch}", cwd=work_dir, env=env,
             what="checkout")
         git("clean", "-q", "-fdx", cwd=work_dir, env=env, what="clean")
@@ -237,10 +286,17 @@ def _lfs_pointer(path: str, pointer: bytes) -> RemoteFile:
     return RemoteFile(path, int(fields["size"]), fields["oid"].removeprefix("sha256:"))
 
 
-def _explain(exc: GitFailed, repo: str, remote: str, username: str, target: GitTarget = OPENXLAB) -> PublishError:
+def _explain(exc: GitFailed, repo: str, remote: str, username: str, target: GitTarget = OPENXLAB,
+             settings: net.NetSettings | None = None) -> PublishError:
     """The typed error for a failed git command, recognised by git's (English) message."""
     text = exc.output.lower()
     shown = redact(remote)
+    settings = settings or net.NetSettings()
+    kind = net.failure_kind(exc.output)
+    if exc.what == "connect" or kind in net.CONNECT_FAILURES:
+        return HubUnreachable(f"Cannot reach the {target.label} git server {shown}: {exc.last_line()}.",
+                              f"{target.endpoint_help} On a slow network raise PUBLISH_CONNECT_TIMEOUT (now "
+                              f"{settings.connect:g} s).")
     if any(s in text for s in ("authentication failed", "access denied", "returned error: 401",
                                "authorization error", "invalid username or password", "could not read username",
                                "could not read password")):
@@ -254,8 +310,15 @@ def _explain(exc: GitFailed, repo: str, remote: str, username: str, target: GitT
         return ManualStepsRequired(f"The {target.label} repo {repo} does not exist ({shown}).",
                                    target.create_help.format(repo=repo))
     if "returned error: 5" in text:
-        return HubServerError(f"The {target.label} git server failed during git {exc.what}: {exc.last_line()}",
-                              "wait a little and run the same command again.")
+        return HubServerError(f"The {target.label} git server failed during git {exc.what} (after "
+                              f"{net.retries(settings.retries)}): {exc.last_line()}",
+                              "wait a little and run the same command again: it resumes, files already there are "
+                              "not sent again.")
+    if kind in ("read-timeout", "reset"):
+        return HubUnreachable(f"The {target.label} git server {shown} stopped answering during git {exc.what} "
+                              f"({net.unreachable(kind, settings)}): {exc.last_line()}",
+                              "run the same command again: it resumes, files already there are not sent again; on "
+                              f"a slow network raise PUBLISH_READ_TIMEOUT (now {settings.read:g} s).")
     if any(s in text for s in ("could not resolve", "failed to connect", "couldn't connect", "connection refused",
                                "timed out", "network is unreachable", "unable to access", "ssl", "proxy")):
         return HubUnreachable(f"Cannot reach the {target.label} git server {shown} ({exc.last_line()}).",

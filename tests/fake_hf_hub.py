@@ -58,6 +58,7 @@ class Commit:
     oid: str
     title: str
     files: dict[str, Blob]
+    sent: list[str] = field(default_factory=list)  # the paths whose content or LFS pointer this commit carried
 
 
 @dataclass
@@ -79,10 +80,10 @@ class Repo:
     def files(self) -> dict[str, Blob]:
         return self.head.files
 
-    def commit(self, title: str, files: dict[str, Blob]) -> Commit:
+    def commit(self, title: str, files: dict[str, Blob], sent: list[str] | None = None) -> Commit:
         parent = self.commits[-1].oid if self.commits else ""
         oid = hashlib.sha1(f"{parent}\n{title}\n{sorted((p, b.oid) for p, b in files.items())}".encode()).hexdigest()
-        self.commits.append(Commit(oid, title, dict(files)))
+        self.commits.append(Commit(oid, title, dict(files), list(sent or [])))
         return self.commits[-1]
 
 
@@ -110,6 +111,9 @@ class FakeHub:
         self.lfs: dict[str, bytes] = {}  # sha256 -> content
         self.requests: list[tuple[str, str]] = []
         self._failures: list[list] = []  # [method, pattern, status, requests to let through first]
+        # Called with (method, path) once a request's body has arrived, before it is handled; returning True drops
+        # it unanswered (the fault-injection tests kill the client here).
+        self.on_request = None
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self.url = ""
@@ -129,9 +133,10 @@ class FakeHub:
             self._server.shutdown()
             self._server.server_close()
 
-    def fail_once(self, method: str, path_regex: str, status: int = 500, *, skip: int = 0) -> None:
-        """After `skip` requests matching `method` and `path_regex` (re.search), the next one answers `status`."""
-        self._failures.append([method, re.compile(path_regex), status, skip])
+    def fail_once(self, method: str, path_regex: str, status: int = 500, *, skip: int = 0, times: int = 1) -> None:
+        """After `skip` requests matching `method` and `path_regex` (re.search), the next `times` answer `status`."""
+        for _ in range(times):
+            self._failures.append([method, re.compile(path_regex), status, skip])
 
     def repo(self, repo_id: str, repo_type: str = "model") -> Repo:
         return self.repos[(repo_type, repo_id)]
@@ -316,7 +321,7 @@ class FakeHub:
         repo = self._find(args["type"], args["repo"], token)
         self._writable(token, repo.id)
         files = dict(repo.files)
-        title = ""
+        title, sent = "", []
         for line in body.splitlines():
             if not line.strip():
                 continue
@@ -326,11 +331,13 @@ class FakeHub:
                 title = value["summary"]
             elif key == "file":
                 files[value["path"]] = Blob(base64.b64decode(value["content"]), lfs=False)
+                sent.append(value["path"])
             elif key == "lfsFile":
                 data = self.lfs.get(value["oid"])
                 if data is None or len(data) != value["size"]:
                     raise HubError(422, f"LFS object {value['oid']} was not uploaded")
                 files[value["path"]] = Blob(data, lfs=True)
+                sent.append(value["path"])
             elif key == "deletedFile":
                 if files.pop(value["path"], None) is None:
                     raise HubError(404, "A file with this name doesn't exist", code="EntryNotFound")
@@ -341,7 +348,7 @@ class FakeHub:
                 raise HubError(400, f"fake hub does not support commit operation {key}")
         for path in self.lose:
             files.pop(path, None)
-        commit = repo.commit(title, files)
+        commit = repo.commit(title, files, sent)
         prefix = "" if repo.type == "model" else f"{repo.type}s/"
         return 200, {"commitUrl": f"{self.url}/{prefix}{repo.id}/commit/{commit.oid}", "commitOid": commit.oid,
                      "pullRequestUrl": None}
@@ -406,8 +413,12 @@ class _Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
         headers = {}
+        body = self._body()
+        if self.hub.on_request is not None and self.hub.on_request(self.command, parts.path):
+            self.close_connection = True
+            return
         try:
-            status, payload = self.hub.handle(self.command, parts.path, parse_qs(parts.query), token, self._body())
+            status, payload = self.hub.handle(self.command, parts.path, parse_qs(parts.query), token, body)
         except HubError as e:
             status, payload = e.status, {"error": e.message, **e.extra}
             if e.code:

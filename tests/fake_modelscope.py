@@ -69,6 +69,9 @@ class FakeModelScope:
         self.requests: list[tuple[str, str]] = []  # (method, path)
         self.unknown: list[str] = []
         self.failures: list[Failure] = []
+        # Called with (method, path) once a request's body has arrived, before it is handled; returning True drops
+        # it unanswered (the fault-injection tests kill the client here).
+        self.on_request = None
         self.lock = threading.Lock()
         self.routes = [
             ("GET", r"/openapi/v1/users/me", self.me),
@@ -132,6 +135,9 @@ class FakeModelScope:
     def serve(self, handler: BaseHTTPRequestHandler) -> None:
         method, url = handler.command, urlsplit(handler.path)
         body = self._read_body(handler)
+        if self.on_request is not None and self.on_request(method, url.path):
+            handler.close_connection = True
+            return
         with self.lock:
             self.requests.append((method, url.path))
             forced = self._forced(method, url.path)

@@ -35,6 +35,10 @@ class GitHttpServer:
         self.auth_seen: list[tuple[str, str]] = []
         self.log: list[str] = []
         self._object_keys: set[str] = set()  # per-object Authorization values handed out in batch answers
+        self._failures: list[list] = []  # [method, compiled path pattern, status, times left]
+        # Called with (method, path) once a request's body has arrived, before it is handled; returning True drops
+        # it unanswered (the fault-injection tests kill the client here).
+        self.on_request = None
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
@@ -52,6 +56,21 @@ class GitHttpServer:
         path = self.repo_path(repo)
         subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(path)], check=True)
         return path
+
+    def fail(self, method: str, pattern: str, status: int = 503, *, times: int = 1) -> None:
+        """Answer the next `times` requests whose path matches `pattern` (re.search) with `status`."""
+        self._failures.append([method, re.compile(pattern), status, times])
+
+    def count(self, method: str, pattern: str) -> int:
+        """How many requests `METHOD path` matched `pattern` (re.search), whatever their answer."""
+        return sum(1 for line in self.log if line.startswith(f"{method} ") and re.search(pattern, line.split()[1]))
+
+    def _forced(self, method: str, path: str) -> int | None:
+        for failure in self._failures:
+            if failure[0] == method and failure[1].search(path) and failure[3] > 0:
+                failure[3] -= 1
+                return failure[2]
+        return None
 
     def lfs_object(self, repo: str, oid: str) -> Path:
         return self.repo_path(repo) / "lfs-store" / oid
@@ -78,6 +97,12 @@ def _handler_for(server: GitHttpServer):
         def _handle(self) -> None:
             path, _, query = self.path.partition("?")
             body = self._read_body()
+            if server.on_request is not None and server.on_request(self.command, path):
+                self.close_connection = True
+                return
+            forced = server._forced(self.command, path)
+            if forced:
+                return self._reply(forced, b"forced failure (test)")
             match = OBJECT.match(path)
             if match:  # object transfers carry the key the batch answer gave, not the user's credentials
                 if self.headers.get("Authorization") not in server._object_keys:

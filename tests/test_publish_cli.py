@@ -38,6 +38,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms-cache"))
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     monkeypatch.chdir(tmp_path)  # demo bundles default to ./demo-bundles
+    monkeypatch.setenv("PUBLISH_RETRY_BACKOFF", "0")
 
 
 @pytest.fixture

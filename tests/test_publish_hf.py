@@ -43,6 +43,10 @@ def isolated(tmp_path, monkeypatch):
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setenv("PUBLISH_RETRY_BACKOFF", "0")  # transient errors are retried (publish/net.py): no waits here
+
+
+PERSISTENT = 4  # answers that outlast the 3 retries of publish/net.py
 
 
 @pytest.fixture
@@ -131,7 +135,7 @@ def test_a_changed_readme_makes_one_commit_with_only_it(hub, staged):
 
 def test_large_upload_is_split_into_commits_and_resumes_after_a_server_error(hub, staged):
     # README + config | safetensors (4 KiB) | png (3 KiB): three parts of at most 4000 bytes.
-    hub.fail_once("POST", r"/commit/", 500, skip=1)
+    hub.fail_once("POST", r"/commit/", 500, skip=1, times=PERSISTENT)
     with pytest.raises(HubServerError) as failed:
         _upload(staged, max_commit_bytes=4000)
     assert "again" in failed.value.fix
@@ -264,7 +268,7 @@ def test_invalid_readme_metadata_is_rejected_before_any_commit(hub, staged):
 
 
 def test_server_error_is_hub_server_error(hub, staged):
-    hub.fail_once("POST", r"/preupload/", 503)
+    hub.fail_once("POST", r"/preupload/", 503, times=PERSISTENT)
     with pytest.raises(HubServerError) as failed:
         _upload(staged)
     assert "503" in failed.value.message and "resumes" in failed.value.fix
@@ -293,7 +297,7 @@ def test_the_token_appears_nowhere(hub, staged, tmp_path, monkeypatch, caplog, c
     attempt(None, staged)
     attempt(RepoNameTaken, staged, "bob/xiaowei-adapter")
     attempt(PaymentRequired, staged, "alice/paid-demo", repo_type="space")
-    hub.fail_once("POST", r"/commit/", 500)
+    hub.fail_once("POST", r"/commit/", 500, times=PERSISTENT)
     (staged / "README.md").write_text(README + "\nmore\n", encoding="utf-8")
     attempt(HubServerError, staged)
     (staged / "README.md").write_text("---\nlicense: [x\n---\n", encoding="utf-8")

@@ -48,6 +48,7 @@ def hub(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELSCOPE_HOME", str(tmp_path / "ms-home"))
     monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms-cache"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("PUBLISH_RETRY_BACKOFF", "0")  # our transport retries (publish/net.py), without their waits
     with FakeModelScope({TOKEN: "alice", OTHER_TOKEN: "bob"}) as fake:
         monkeypatch.setenv("MODELSCOPE_ENDPOINT", fake.url)
         yield fake
