@@ -165,7 +165,7 @@ def run_tool(
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     recent: collections.deque[str] = collections.deque(maxlen=max(tail_lines, SUMMARY_LINES))
-    with open(log_path, "a", encoding="utf-8") as log:
+    with open(log_path, "a", encoding="utf-8", buffering=1) as log:  # line by line: a kill keeps the log
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
         process = subprocess.Popen(
