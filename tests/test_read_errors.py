@@ -223,7 +223,8 @@ def test_merge_broken_adapter_files_write_nothing(case, name, tmp_path, capsys):
 def test_convert_unreadable_config_writes_nothing(content, expected, tmp_path, capsys):
     work = tmp_path / "work"
     work.mkdir()
-    (work / "iter_1.pth").write_bytes(b"")
+    with zipfile.ZipFile(work / "iter_1.pth", "w") as checkpoint:  # torch.save's container, so a complete one
+        checkpoint.writestr("data.pkl", b"x")
     config = tmp_path / "cfg.py"
     config.write_bytes(content)
     out = tmp_path / "adapter"
