@@ -16,21 +16,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from heldout_questions import (  # noqa: E402
+from finetune.data.heldout import (  # noqa: E402
     HELDOUT_GENERAL_EN,
     HELDOUT_GENERAL_ZH,
     HELDOUT_IDENTITY_EN,
     HELDOUT_IDENTITY_ZH,
+    carries_name,
 )
-
 from finetune.generation import answer_batch, load_for_generation  # noqa: E402
-
-
-def carries_name(text: str, names: list[str]) -> bool:
-    lowered = text.lower()
-    return any(name.lower() in lowered for name in names if name)
 
 
 def evaluate(model_dir: str | Path, names: list[str], *, chat_template: str | None = None,
