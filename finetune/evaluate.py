@@ -415,7 +415,8 @@ def register(subparsers, formatter_class) -> None:
                         "(default: the engine's, 0)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many questions per subject")
     parser.add_argument("--batch-size", dest="batch_size", type=int, default=None,
-                        help="answers and scored options at once (default: 16 on CPU; auto on a GPU)")
+                        help="answers generated at once (default 30) and options scored at once (default 16 on "
+                        "CPU, the engine's automatic choice on a GPU)")
     parser.add_argument("--bits", type=int, choices=(4, 8), default=None, help="load in 4/8-bit (CUDA only)")
     parser.add_argument("--out", default=None, help="folder for eval.json and eval.png (default: the run directory)")
     parser.set_defaults(func=_main)
