@@ -240,7 +240,9 @@ class Runner:
                                  lambda: self.make_samples(merged["merged"]))
         adapter_weights = _file_key(Path(adapter["adapter"]) / "adapter_model.safetensors")
         names = [n for n in (o.name, o.name_en) if n]
-        self.manifest.data["names"] = names  # `finetune eval RUN` reads them
+        if self.manifest.data.get("names") != names:
+            self.manifest.data["names"] = names  # `finetune eval RUN` reads them
+            self.manifest.save()
         if o.evaluate:
             from .evalreport import FORMAT
             from .evaluate import QUICK
