@@ -373,18 +373,25 @@ def load_engine_tasks(manager: Any, names: list[str]) -> None:
 
 @contextlib.contextmanager
 def quiet_engine() -> Iterator[None]:
-    """lm-evaluation-harness's INFO/WARNING lines (about passing a loaded model, custom datasets, seeds ...) are
-    hidden unless FINETUNE_VERBOSE is set; its progress bars stay."""
+    """lm-evaluation-harness's INFO/WARNING lines (about passing a loaded model, custom datasets, seeds ...) and its
+    bar per subject while it builds the prompts (57 for MMLU) are hidden unless FINETUNE_VERBOSE is set; the bar
+    over the log-likelihood requests stays."""
+    import lm_eval.api.task as engine_task
+
     from app.quiet import is_verbose
 
     logger = logging.getLogger("lm_eval")
-    level = logger.level
+    level, bar = logger.level, getattr(engine_task, "tqdm", None)
     if not is_verbose(False, "FINETUNE_VERBOSE"):
         logger.setLevel(logging.ERROR)
+        if bar is not None:
+            engine_task.tqdm = functools.partial(bar, disable=True)
     try:
         yield
     finally:
         logger.setLevel(level)
+        if bar is not None:
+            engine_task.tqdm = bar
 
 
 def _leaves(results: dict, name: str) -> list[str]:
