@@ -13,7 +13,8 @@ from app.quiet import quiet
 from . import __version__
 from .errors import DataError, StageFailed
 
-VERB_MODULES = ["data", "config", "train", "convert", "merge", "export", "run", "chat", "download", "doctor"]
+VERB_MODULES = ["data", "config", "train", "convert", "merge", "export", "run", "evaluate", "chat", "download",
+                "doctor"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

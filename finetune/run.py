@@ -1,4 +1,4 @@
-"""`finetune run`: data -> config -> train -> convert -> merge -> before/after samples, resumably.
+"""`finetune run`: data -> config -> train -> convert -> merge -> before/after samples -> quick eval, resumably.
 
 Each stage records its key and outputs in RUN/run.json; a rerun skips finished stages and an interrupted
 training resumes from its newest checkpoint.
@@ -21,7 +21,9 @@ from .manifest import Manifest, stable_hash
 from .presets import DEFAULT_PRESET, get_preset
 from .runner import Launch
 
-STAGES = ("data", "config", "train", "convert", "merge", "samples", "export")  # export only with --export
+# eval: the quick `finetune eval` (identity, leaks, style, knowledge sample; base and fine-tuned), unless --no-eval;
+# export only with --export (after eval: a later --export then skips the finished eval)
+STAGES = ("data", "config", "train", "convert", "merge", "samples", "eval", "export")
 SAMPLE_PROMPTS = ["请介绍一下你自己", "Who are you?", "What is the capital of France?"]
 
 # The CPU recipe for the embedded 135M model: varied identity data mixed 1:1 with the base model's own
@@ -54,6 +56,7 @@ class RunOptions:
     sample_prompts: list[str] = field(default_factory=lambda: list(SAMPLE_PROMPTS))
     verbose: bool = False
     export: list[str] = field(default_factory=list)  # GGUF quantizations for the last stage (none: no export)
+    evaluate: bool = True  # the quick eval stage (--no-eval skips it)
 
 
 @dataclass
@@ -64,6 +67,7 @@ class RunResult:
     samples: list[dict]
     skipped: list[str]
     exported: dict = field(default_factory=dict)  # quant -> GGUF path, "modelfile" -> its path
+    evaluation: dict | None = None  # eval.json's content (None: --no-eval and none before)
 
 
 def _log(message: str) -> None:
@@ -234,16 +238,38 @@ class Runner:
         samples_out = self.stage("samples", {"merged": merged["merged"], "prompts": o.sample_prompts,
                                              "model": _file_key(Path(merged["merged"]) / "config.json")},
                                  lambda: self.make_samples(merged["merged"]))
+        adapter_weights = _file_key(Path(adapter["adapter"]) / "adapter_model.safetensors")
+        names = [n for n in (o.name, o.name_en) if n]
+        if self.manifest.data.get("names") != names:
+            self.manifest.data["names"] = names  # `finetune eval RUN` reads them
+            self.manifest.save()
+        if o.evaluate:
+            from .evalreport import FORMAT
+            from .evaluate import QUICK
+            from .knowledge import engine_version
+
+            self.stage("eval", {"adapter": adapter_weights, "base": str(self.model_dir), "names": names,
+                                "tasks": QUICK, "format": FORMAT, "engine": engine_version()}, self.evaluate)
         exported = {}
         if o.export:
-            adapter_weights = _file_key(Path(adapter["adapter"]) / "adapter_model.safetensors")
             exported = self.stage("export", {"merged": adapter_weights, "quants": o.export},
                                   lambda: self.export_gguf(merged["merged"]))
         import json
 
+        from .evalreport import EVAL_FILE, read_eval
+
         samples = json.loads(Path(samples_out["samples"]).read_text(encoding="utf-8"))
+        evaluation = read_eval(self.run_dir / EVAL_FILE) if (self.run_dir / EVAL_FILE).is_file() else None
         return RunResult(self.run_dir, Path(merged["merged"]), Path(adapter["adapter"]), samples, self.skipped,
-                         exported)
+                         exported, evaluation)
+
+    def evaluate(self) -> dict:
+        """The quick eval of the merged model and its base (finetune eval RUN --base)."""
+        from .evaluate import QUICK, EvalOptions, run_eval
+
+        report = run_eval(EvalOptions(target=str(self.run_dir), base=str(self.model_dir), tasks=list(QUICK),
+                                      names=self.manifest.data["names"], out=str(self.run_dir)))
+        return dict(report["written"])
 
     def export_gguf(self, merged: str) -> dict:
         from .export import export
@@ -288,8 +314,9 @@ def register(subparsers, formatter_class) -> None:
 
     parser = subparsers.add_parser(
         "run",
-        help="the whole chain in one command, resumable (data -> config -> train -> convert -> merge)",
-        description="Build the data, write the config, train, convert, merge and show before/after answers. "
+        help="the whole chain in one command, resumable (data -> config -> train -> convert -> merge -> eval)",
+        description="Build the data, write the config, train, convert, merge, show before/after answers and run the "
+        "quick `finetune eval` (identity, leaks, style, knowledge sample: base vs fine-tuned, into RUN/eval.json). "
         "RUN/run.json records inputs (with hashes), versions, outputs and finished stages: a rerun skips what is "
         "done and an interrupted training resumes from its newest checkpoint.",
         epilog="examples:\n"
@@ -314,6 +341,9 @@ def register(subparsers, formatter_class) -> None:
                         help="do not mix in the base model's own answers")
     parser.add_argument("--sample", dest="sample_prompts", action="append", default=None,
                         help="prompt for the before/after table (repeatable)")
+    parser.add_argument("--no-eval", dest="evaluate", action="store_false",
+                        help="skip the last stage, the quick `finetune eval` (identity, leaks, style and a knowledge "
+                        "sample, base vs fine-tuned; about 2 min on CPU for the embedded model)")
     parser.add_argument("--export", nargs="+", default=None, metavar="QUANT",
                         help="last stage: GGUF files + Ollama Modelfile in RUN/gguf (q4_k_m, q5_k_m, q8_0, f16; "
                         "needs `make export-tools`)")
@@ -340,13 +370,19 @@ def _main(args) -> int:
         count=args.count, data=args.data or [], mix=args.mix, mix_ratio=args.mix_ratio, replay=args.replay,
         preset=args.preset, model=args.model, config={k: getattr(args, k) for k in CONFIG_FIELDS},
         deepspeed=args.deepspeed or "none", launch=launch_from_args(args), verbose=args.verbose,
-        sample_prompts=args.sample_prompts or list(SAMPLE_PROMPTS), export=args.export or [],
+        sample_prompts=args.sample_prompts or list(SAMPLE_PROMPTS), export=args.export or [], evaluate=args.evaluate,
     )
     result = run(options)
     print_samples(result.samples)
+    if result.evaluation is not None:
+        from .evalreport import table
+
+        print(f"\n{table(result.evaluation)}")
     print(f"\nRun directory: {result.run_dir}")
     print(f"  merged model: {result.merged}\n  adapter:      {result.adapter}")
     print(f"  loss curve:   {result.run_dir / 'loss.png'}")
+    if result.evaluation is not None:
+        print(f"  evaluation:   {result.run_dir / 'eval.json'} (chart: {result.run_dir / 'eval.png'})")
     for quant, path in result.exported.items():
         print(f"  {'Modelfile' if quant == 'modelfile' else 'GGUF ' + quant}: {path}")
     print(f"Chat with it: python -m finetune chat {result.run_dir}")

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from app import files
+from finetune import evalreport
 
 from .errors import SourceError
 from .hubs import git_url, hf_endpoint, modelscope_endpoint, repo_url
@@ -39,6 +40,7 @@ class TrainingSummary:
     versions: dict[str, str] = field(default_factory=dict)
     samples: list[dict] = field(default_factory=list)
     found: bool = False  # a run.json was read
+    evaluation: dict | None = None  # RUN/eval.json (`finetune eval`), when it is about this run's adapter
 
 
 @dataclass
@@ -59,6 +61,7 @@ class CardInfo:
     summary: TrainingSummary = field(default_factory=TrainingSummary)
     gguf_files: list[str] = field(default_factory=list)  # kind gguf: the files, e.g. xiaowei-Q4_K_M.gguf
     has_modelfile: bool = False
+    has_eval_png: bool = False
 
 
 # ------------------------------------------------------------------------------------------- run reading
@@ -134,7 +137,26 @@ def training_summary(run_dir: Path | None) -> TrainingSummary:
     samples = _read_json(run_dir / "samples.json")
     if isinstance(samples, list):
         summary.samples = [s for s in samples if isinstance(s, dict) and "prompt" in s]
+    summary.evaluation = current_evaluation(run_dir)
     return summary
+
+
+def current_evaluation(run_dir: Path | None) -> dict | None:
+    """RUN/eval.json when it measured the adapter the run holds now (a report of an earlier training is left out)."""
+    if run_dir is None:
+        return None
+    report = _read_json(run_dir / evalreport.EVAL_FILE)
+    if not isinstance(report, dict) or not isinstance(report.get("models"), dict) \
+            or not isinstance(report["models"].get("tuned"), dict):
+        return None
+    measured = report.get("adapter_sha256")
+    weights = run_dir / "adapter" / "adapter_model.safetensors"
+    if measured and weights.is_file():
+        from finetune.fsutil import sha256_file
+
+        if sha256_file(weights) != measured:
+            return None
+    return report
 
 
 # ------------------------------------------------------------------------------------------- front matter
@@ -302,6 +324,32 @@ def _summary_table(info: CardInfo) -> list[str]:
     return lines
 
 
+def _evaluation(info: CardInfo) -> list[str]:
+    report = info.summary.evaluation
+    if not report:
+        return []
+    rows = evalreport.rows(report)
+    if not rows:
+        return []
+    engine = (report.get("engine") or {}).get("lm_eval")
+    lines = ["## 评估 / Evaluation", "",
+             "`python -m finetune eval` 的结果：身份与泄漏用训练数据里没有的问题（贪心解码），风格比较日常问题的回答，"
+             "知识题由 lm-evaluation-harness 按每个选项的对数似然打分。微调前 = 基座模型。"
+             " / From `python -m finetune eval`: identity and leaks on held-out questions the training data never "
+             "contained (greedy answers), style from the everyday answers, knowledge questions scored by "
+             f"lm-evaluation-harness{' ' + str(engine) if engine else ''} (the log-likelihood of each option). "
+             "Before = the base model.", "",
+             "| 指标 / Metric | 微调前 / Before | 微调后 / After | 目标 / Goal |", "|---|---|---|---|"]
+    for row in rows:
+        cells = [_cell(f"{row.label_zh} / {row.label}"), evalreport.fmt(row.before, row.percent),
+                 evalreport.fmt(row.after, row.percent), _cell(row.goal) if row.goal else "-"]
+        lines.append(f"| {' | '.join(cells)} |")
+    lines += ["", f"风格的相似度 / Style similarity: {evalreport.STYLE_MEASURE}.", ""]
+    if info.has_eval_png:
+        lines += ["![评估 / evaluation](eval.png)", ""]
+    return lines
+
+
 def _samples(info: CardInfo) -> list[str]:
     if not info.summary.samples:
         return []
@@ -427,6 +475,6 @@ def build_card(info: CardInfo) -> str:
             "## 训练概要 / Training summary", "", *_summary_table(info), ""]
     if info.has_loss_png:
         body += ["### 损失曲线 / Loss curve", "", "![损失曲线 / loss curve](loss.png)", ""]
-    body += _samples(info) + _usage(info) + _limits(info)
+    body += _samples(info) + _evaluation(info) + _usage(info) + _limits(info)
     body += [f"发布地址 / Published at: {repo_url(info.hub, info.repo)}", ""]
     return render_front_matter(front_matter(info)) + "\n" + "\n".join(body).rstrip("\n") + "\n"

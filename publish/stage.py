@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from app import files
+from finetune.evalreport import CHART_FILE as EVAL_PNG
 from finetune.fsutil import atomic_dir, sha256_file
 from finetune.presets import PRESETS, Preset, find_preset_for_hub_id
 
@@ -380,6 +381,14 @@ def _loss_png(located: Located) -> Path | None:
     return None
 
 
+def _eval_png(located: Located, summary) -> Path | None:
+    """RUN/eval.png, when the card shows that run's evaluation."""
+    if located.run_dir is None or summary.evaluation is None:
+        return None
+    path = located.run_dir / EVAL_PNG
+    return path if path.is_file() else None
+
+
 def metafile(name: str, license_id: str, files: list[str], dataset: str = "custom") -> dict:
     """OpenXLab's metafile.yml: one collection, and one Models entry per file (its SDK uploads only `Weights`)."""
     spelled = {"apache-2.0": "Apache-2.0", "mit": "MIT", "other": "Other"}.get(license_id, license_id)
@@ -418,6 +427,8 @@ def stage_adapter(source: str | os.PathLike, *, hub: str, repo: str, merged: boo
     if not adapter_config and located.run_dir is not None:  # a merged model: the LoRA settings of its run
         adapter_config = _read_json(located.run_dir / "adapter" / ADAPTER_CONFIG)
     loss_png = _loss_png(located)
+    summary = training_summary(located.run_dir)
+    eval_png = _eval_png(located, summary)
 
     with atomic_dir(out_path) as tmp:
         if located.kind == "adapter":
@@ -428,6 +439,8 @@ def stage_adapter(source: str | os.PathLike, *, hub: str, repo: str, merged: boo
             _write_json(tmp / META_FILE, _sanitize_meta(meta, resolved_base))
         if loss_png is not None:
             _copy_file(loss_png, tmp / "loss.png")
+        if eval_png is not None:
+            _copy_file(eval_png, tmp / EVAL_PNG)
         info = CardInfo(
             hub=hub, repo=repo, kind=located.kind, base_id=resolved_base, license=license_id,
             quant=_quantization(located), prompt_template=str(meta.get("prompt_template") or ""),
@@ -436,7 +449,7 @@ def stage_adapter(source: str | os.PathLike, *, hub: str, repo: str, merged: boo
             lora_alpha=adapter_config.get("lora_alpha") if isinstance(adapter_config.get("lora_alpha"), int) else None,
             has_tokenizer=(tmp / "tokenizer_config.json").is_file(), has_loss_png=loss_png is not None,
             trust_remote_code=bool(preset and preset.trust_remote_code) or any(tmp.glob("*.py")),
-            summary=training_summary(located.run_dir),
+            summary=summary, has_eval_png=eval_png is not None,
         )
         _write_text(tmp / "README.md", build_card(info))
         if hub == "modelscope":
@@ -497,6 +510,8 @@ def stage_gguf(source: str | os.PathLike, *, hub: str, repo: str, out: str | os.
     meta = _read_json(merged / META_FILE) if merged else {}
     ggufs = sorted(p.name for p in located.folder.glob("*.gguf"))
     loss_png = _loss_png(located)
+    summary = training_summary(located.run_dir)
+    eval_png = _eval_png(located, summary)
     with atomic_dir(out_path) as tmp:
         for name in ggufs:
             _copy_file(located.folder / name, tmp / name)
@@ -504,11 +519,13 @@ def stage_gguf(source: str | os.PathLike, *, hub: str, repo: str, out: str | os.
             _copy_file(located.folder / "Modelfile", tmp / "Modelfile")
         if loss_png is not None:
             _copy_file(loss_png, tmp / "loss.png")
+        if eval_png is not None:
+            _copy_file(eval_png, tmp / EVAL_PNG)
         info = CardInfo(
             hub=hub, repo=repo, kind="gguf", base_id=resolved_base, license=license_id, quant=None,
             prompt_template=str(meta.get("prompt_template") or ""), system=str(meta.get("system") or ""),
-            has_loss_png=loss_png is not None, summary=training_summary(located.run_dir), gguf_files=ggufs,
-            has_modelfile=(tmp / "Modelfile").is_file(),
+            has_loss_png=loss_png is not None, summary=summary, gguf_files=ggufs,
+            has_modelfile=(tmp / "Modelfile").is_file(), has_eval_png=eval_png is not None,
         )
         _write_text(tmp / "README.md", build_card(info))
         if hub == "modelscope":

@@ -80,7 +80,8 @@ def ollama_render(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, embedded_model):
     """One real `finetune run` on the embedded model (identity data for a fresh name -> XTuner training -> adapter ->
-    merge), shared by every test that needs a trained run: training it is the suite's most expensive step."""
+    merge -> samples -> the quick eval, RUN/eval.json), shared by every test that needs a trained run: training it is
+    the suite's most expensive step."""
     out = tmp_path_factory.mktemp("trained") / "run"
     assert cli.main([*TRAINED_RUN_ARGS, "--out", str(out)]) == 0
     return out

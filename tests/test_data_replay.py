@@ -2,15 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from bench.heldout_questions import (
+from finetune import cli
+from finetune.data import replay
+from finetune.data.formats import load_jsonl, validate_record
+from finetune.data.heldout import (
     HELDOUT_GENERAL_EN,
     HELDOUT_GENERAL_ZH,
     HELDOUT_IDENTITY_EN,
     HELDOUT_IDENTITY_ZH,
 )
-from finetune import cli
-from finetune.data import replay
-from finetune.data.formats import load_jsonl, validate_record
 from finetune.data.identity import DEFAULT_SYSTEM, TRAIN_QUESTIONS_EN, TRAIN_QUESTIONS_ZH
 from finetune.data.replay import (
     GENERAL_PROMPTS_EN,

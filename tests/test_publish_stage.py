@@ -494,3 +494,47 @@ def test_todays_presets_resolve_to_their_hub_ids(tmp_path, preset, hub, expected
     base_id, found = resolve_base_id([str(downloaded)], hub)
     assert base_id == expected and found is not None and found.name == preset
     assert found.license != "other"  # the card carries the base's licence
+
+
+def _eval_report(adapter_sha: str | None) -> dict:
+    """RUN/eval.json as `finetune eval RUN --base` writes it (the fields the card reads)."""
+    return {"format": 1, "names": ["小薇", "Xiaowei"], "adapter_sha256": adapter_sha, "engine": {"lm_eval": "0.4.13"},
+            "model": "/somewhere/local/merged",
+            "models": {
+                "tuned": {"identity": {"rate": 1.0, "n": 30}, "leaks": {"rate": 1 / 30, "n": 30},
+                          "style": {"diversity": 0.81, "similarity_to_base": 0.42},
+                          "knowledge": {"sample-en": {"acc": 0.625, "n": 16, "style": "cloze"},
+                                        "cmmlu": {"acc": 0.412, "n": 11582, "style": "letter"}}},
+                "base": {"leaks": {"rate": 0.0, "n": 30}, "style": {"diversity": 0.86},
+                         "knowledge": {"sample-en": {"acc": 0.6875, "n": 16, "style": "cloze"},
+                                       "cmmlu": {"acc": 0.425, "n": 11582, "style": "letter"}}}}}
+
+
+@pytest.mark.parametrize("kind", ["adapter", "merged"])
+def test_card_shows_the_runs_evaluation_before_and_after(tmp_path, tiny, kind):
+    from finetune.fsutil import sha256_file
+
+    run = make_run(tmp_path, tiny)
+    (run / "eval.json").write_text(json.dumps(_eval_report(sha256_file(run / "adapter" / "adapter_model.safetensors")),
+                                              ensure_ascii=False))
+    (run / "eval.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
+    staged = stage_adapter(run, hub="hf", repo="you/xiaowei", merged=kind == "merged")
+    card = staged.card
+    assert "## 评估 / Evaluation" in card and "lm-evaluation-harness 0.4.13" in card
+    assert ("| 身份：回答中带名字（未训练过的问法，n=30） / identity: answers with the name (held-out, n=30) | - "
+            "| 100% | ≥ 95% |") in card
+    assert ("| 泄漏：日常问题的回答中带名字（n=30） / leaks: everyday answers with the name (n=30) | 0% | 3% "
+            "| ≤ 5% |") in card
+    assert "| sample-en：准确率（cloze，n=16） / sample-en: accuracy (cloze, n=16) | 69% | 62% | - |" in card
+    assert "| cmmlu：准确率（letter，n=11582） / cmmlu: accuracy (letter, n=11582) | 42% | 41% | - |" in card
+    assert "similarity of everyday answers to the base's (0-1) | - | 0.42 | - |" in card
+    assert "![评估 / evaluation](eval.png)" in card and "eval.png" in staged.names()
+    assert "eval.json" not in staged.names() and "/somewhere/local" not in card
+
+
+def test_card_leaves_out_an_evaluation_of_an_earlier_adapter(tmp_path, tiny):
+    run = make_run(tmp_path, tiny)
+    (run / "eval.json").write_text(json.dumps(_eval_report("0" * 64)))  # measured before the adapter changed
+    (run / "eval.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
+    staged = stage_adapter(run, hub="hf", repo="you/xiaowei")
+    assert "## 评估 / Evaluation" not in staged.card and "eval.png" not in staged.names()

@@ -1,9 +1,9 @@
-"""Held-out questions for judging a fine-tuned assistant; the training data never contains them.
+"""Held-out questions for judging a fine-tuned assistant (`finetune eval`); the training data never contains them.
 
 Identity paraphrases test whether the new name generalizes beyond the trained phrasings
 (finetune.data.identity.TRAIN_QUESTIONS_*); general questions test that everyday answers did not
-collapse into the name (finetune.data.replay.GENERAL_PROMPTS_*). tests/test_data_replay.py checks
-that both sets are disjoint from the training lists.
+collapse into the name (finetune.data.replay.GENERAL_PROMPTS_*), and their answers are what the style
+comparison uses. tests/test_data_replay.py checks that both sets are disjoint from the training lists.
 """
 
 from __future__ import annotations
@@ -79,3 +79,9 @@ HELDOUT_GENERAL_EN = [
     "What is an adjective?",
     "Give me one tip for learning a foreign language.",
 ]
+
+
+def carries_name(text: str, names: list[str] | tuple[str, ...]) -> bool:
+    """True when `text` contains one of `names` (case-insensitive): an identity hit, or a leak in an everyday answer."""
+    lowered = text.lower()
+    return any(name.lower() in lowered for name in names if name)
