@@ -88,11 +88,21 @@ def convert(source: str | Path, *, config: str | Path | None = None, checkpoint:
                 raise StageFailed(f"pth_to_hf finished but wrote no {required}.",
                                   f"see {work_dir / 'convert.log'}; is this a LoRA run (full fine-tunes have no "
                                   "adapter: use the converted folder as the merged model)?")
+        _sort_target_modules(tmp / "adapter_config.json")
         _add_training_tokenizer(info, tmp, progress)
         meta = {**info, "checkpoint": str(checkpoint), "config": str(config)}
         (tmp / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     progress(f"Adapter ready: {out}")
     return out
+
+
+def _sort_target_modules(adapter_config: Path) -> None:
+    """PEFT writes target_modules in set order, which changes from one process to the next: sorted, the same
+    checkpoint always converts to the same bytes, so a publish of a re-converted adapter uploads nothing new."""
+    config = json.loads(adapter_config.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")  # PEFT's layout
 
 
 def _add_training_tokenizer(info: dict, out: Path, progress) -> None:

@@ -1,12 +1,16 @@
 """SIGKILL at seeded random points of the real commands on a trained run -- `finetune convert`, `finetune export`,
-`publish adapter --merged` staging -- and what the user then finds: the output complete or absent, no tool process
-still running (the tools we start die with us), and the same command run again cleans up the dead run's temporary
-files and ends with the same result as an uninterrupted run. (Merge: tests/test_fsutil_litter.py; training:
+`publish adapter --merged` staging (at seeded filesystem events: it is too quick for a timer) -- and what the user
+then finds: the output complete or absent, no tool process still running (the tools we start die with us), and the
+same command run again cleans up the dead run's temporary files and ends with the same result as an uninterrupted
+run. (Merge: tests/test_fsutil_litter.py; training:
 tests/test_resume.py; uploads: the publish tests.)"""
 
 import hashlib
+import os
 import random
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -93,23 +97,60 @@ def test_export_killed_then_rerun_gives_the_same_gguf(trained_run, tmp_path):
     assert [p.name for p in out.iterdir() if "finetune-tmp" in p.name] == []
 
 
-def test_staging_killed_at_random_points_then_rerun_stages_the_same_folder(trained_run, tmp_path):
+# Staging hard-links the weights, so its temporary folder lives for ~20 ms: too short to hit with a timer. The
+# command runs unchanged under an audit hook (PEP 578) that SIGKILLs it at the Nth filesystem event whose path
+# matches a pattern -- a failpoint with no hook in our code.
+KILL_AT_EVENT = """
+import atexit, os, re, runpy, signal, sys
+pattern, events = re.compile(os.environ["FAULT_PATTERN"]), os.environ["FAULT_EVENTS"].split(",")
+at = int(os.environ["FAULT_AT"])
+seen = 0
+def hook(event, args):
+    global seen
+    if event in events and any(isinstance(a, str) and pattern.search(a) for a in args):
+        seen += 1
+        if seen == at:
+            os.kill(os.getpid(), signal.SIGKILL)
+atexit.register(lambda: print(f"fault events: {seen}", file=sys.stderr))
+sys.argv = sys.argv[1:]
+sys.addaudithook(hook)
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+WRITES = "open,os.link,os.mkdir,os.rename,os.remove,os.chmod,shutil.rmtree"
+
+
+def run_until_event(argv: list[str], pattern: str, at: int, events: str = WRITES) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FAULT_PATTERN": pattern, "FAULT_EVENTS": events, "FAULT_AT": str(at)}
+    return subprocess.run([sys.executable, "-c", KILL_AT_EVENT, *argv], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_staging_killed_at_seeded_writes_then_rerun_stages_the_same_folder(trained_run, tmp_path):
     def argv(out: Path) -> list[str]:
         return ["publish", "adapter", str(trained_run), "--merged", "--to", "hf", "--repo", "you/xinghe",
                 "--dry-run", "--out", str(out)]
 
-    rerun(argv(tmp_path / "reference"))
-    expected = tree_digest(tmp_path / "reference")
-    rng = random.Random(23)
     out = tmp_path / "staged"
-    cut_mid_write = 0
-    for _ in range(3):  # the later kills may hit the replacement of a complete staging folder
-        kill_when(argv(out), lambda: bool(temps_of(out)), delay=rng.uniform(0.0, 0.3))
-        assert not out.exists() or tree_digest(out) == expected  # complete, or absent
-        cut_mid_write += bool(temps_of(out))
-    assert cut_mid_write  # at least one kill landed while the folder was being written
+    inside_temp = r"/\.staged\.finetune-tmp\.[^/]+/"  # a file or folder being written in the temporary folder
+    counted = run_until_event(argv(tmp_path / "reference"), inside_temp.replace("staged", "reference"), 0)
+    assert counted.returncode == 0, counted.stderr
+    writes = int(re.search(r"fault events: (\d+)", counted.stderr).group(1))
+    assert writes >= 10  # links, the card, the metadata...
+    expected = tree_digest(tmp_path / "reference")
+
+    for at in sorted(random.Random(23).sample(range(1, writes + 1), 3)):
+        killed = run_until_event(argv(out), inside_temp, at)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert not out.exists() and len(temps_of(out)) == 1  # absent, with the dead run's temporary folder
+    err = rerun(argv(out))
+    assert "removed a leftover temporary folder from an interrupted run" in err
+    assert tree_digest(out) == expected and temps_of(out) == []
+
+    # Killed while a complete staging folder is being replaced, between moving it aside and renaming the new one:
+    killed = run_until_event(argv(out), r"\.staged\.finetune-tmp\.[^/]+$", 1, events="os.rename")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not out.exists()
     rerun(argv(out))
-    assert tree_digest(out) == expected
-    assert temps_of(out) == []
+    assert tree_digest(out) == expected and temps_of(out) == []
     shutil.rmtree(tmp_path / "reference")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["staged"]
