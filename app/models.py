@@ -13,16 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AdapterMismatch, ModelSourceError, SettingsError
-from .files import expand_path, read_json_object
+from .files import expand_path
+from .formats import (
+    ADAPTER_CONFIG,
+    FIX_FOLDER_JSON,
+    default_dtype,
+    is_adapter_dir,
+    is_model_dir,
+    is_run_dir,
+    named_dtype,
+    read_meta,
+    read_object,
+    valid_bits,
+)
 
-META_FILE = "finetune_meta.json"  # written by `python -m finetune convert/merge`: base path, template, system
 EMBEDDED_DIRNAME = "smollm2-135m-instruct"
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
-DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16", "bf16": "bfloat16",
-          "bfloat16": "bfloat16"}
 Notice = Callable[[str], None]
-FIX_JSON = ("restore the file: write the folder again (`python -m finetune convert` or `merge` for a run) or download "
-            "the model again.")
 FIX_LOAD = ("check the folder is complete (config.json, tokenizer, weights), or the hub id and your network "
             "(HF_ENDPOINT for a mirror; HF_TOKEN for gated or private models).")
 
@@ -65,27 +71,13 @@ class Resolved:
     label: str = ""
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object file's content, {} when there is none; a broken one is a ModelSourceError naming it."""
-    if not path.is_file():
-        return {}
-    return read_json_object(path, ModelSourceError, fix=FIX_JSON)
-
-
-def has_weights(folder: Path) -> bool:
-    return any(p.name != "training_args.bin" for pattern in WEIGHT_PATTERNS for p in folder.glob(pattern))
-
-
-def is_model_dir(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and has_weights(folder)
-
-
-def is_adapter_dir(folder: Path) -> bool:
-    return (folder / "adapter_config.json").is_file()
+def read_folder_json(path: Path) -> dict[str, Any]:
+    """A JSON object file of a model or adapter folder, {} when there is none; a broken one is a ModelSourceError."""
+    return read_object(path, ModelSourceError, fix=FIX_FOLDER_JSON)
 
 
 def has_chat_template(folder: Path) -> bool:
-    config = read_json(folder / "tokenizer_config.json")
+    config = read_folder_json(folder / "tokenizer_config.json")
     return bool(config.get("chat_template")) or (folder / "chat_template.jinja").is_file()
 
 
@@ -157,10 +149,10 @@ def _from_path(path: Path, request: ModelRequest) -> Resolved:
                                "pass the folder that holds config.json (or adapter_config.json).")
     if is_adapter_dir(path):
         return _with_adapter(str(path), request.base)
-    if (path / "run.json").is_file() or (path / "merged").is_dir() or (path / "adapter").is_dir():
+    if is_run_dir(path) or (path / "merged").is_dir() or (path / "adapter").is_dir():
         return _from_run(path, request)
     if is_model_dir(path):
-        meta = read_json(path / META_FILE)
+        meta = read_meta(path, ModelSourceError)
         base = _existing_base([meta.get("base_model")]) if request.compare else None
         return Resolved(str(path), tokenizer=str(path), compare_base=base, meta=meta, label=path.name)
     what = "has a config.json but no weights" if (path / "config.json").is_file() else "has no config.json"
@@ -172,7 +164,7 @@ def _from_path(path: Path, request: ModelRequest) -> Resolved:
 def _from_run(run: Path, request: ModelRequest) -> Resolved:
     merged, adapter = run / "merged", run / "adapter"
     if is_model_dir(merged) and not request.use_adapter:
-        meta = read_json(merged / META_FILE)
+        meta = read_meta(merged, ModelSourceError)
         base = _existing_base([meta.get("base_model")]) if request.compare else None
         return Resolved(str(merged), tokenizer=str(merged), compare_base=base, meta=meta, label=run.name)
     if is_adapter_dir(adapter):
@@ -195,8 +187,8 @@ def _with_adapter(adapter: str, base: str | None) -> Resolved:
     if not local and not _looks_like_hub_id(adapter):
         raise ModelSourceError(f"Adapter '{adapter}' is neither a local folder nor a hub id.",
                                "pass RUN/adapter or an adapter repo id like owner/name.")
-    meta = read_json(folder / META_FILE) if local else {}
-    config = read_json(folder / "adapter_config.json") if local else {}
+    meta = read_meta(folder, ModelSourceError) if local else {}
+    config = read_folder_json(folder / ADAPTER_CONFIG) if local else {}
     named = [meta.get("model_path"), config.get("base_model_name_or_path")]  # the base it was trained on
     if base:
         chosen = _existing_base([base])
@@ -255,23 +247,16 @@ def pick_device(device: str | None) -> str:
 
 
 def pick_dtype(device: str, dtype: str = "auto") -> Any:
-    import torch
-
     if dtype and dtype != "auto":
-        if dtype.lower() not in DTYPES:
-            raise SettingsError(f"Unknown dtype '{dtype}'.", "use one of: auto, bf16, fp16, fp32.")
-        return getattr(torch, DTYPES[dtype.lower()])
-    if not device.startswith("cuda"):
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return named_dtype(dtype, SettingsError)
+    return default_dtype(device)
 
 
 def check_bits(bits: int | None, device: str, notice: Notice) -> int | None:
     """4/8-bit needs bitsandbytes on CUDA; elsewhere say so and load in full precision (never crash)."""
     if bits in (None, 0, 16, 32):
         return None
-    if bits not in (4, 8):
-        raise SettingsError(f"--bits must be 4 or 8, not {bits}.", "use --bits 4 (nf4) or --bits 8, or leave it out.")
+    valid_bits(bits, SettingsError)
     if device.startswith("cuda"):
         return bits
     notice(f"{bits}-bit quantization needs an NVIDIA GPU with CUDA (bitsandbytes); this machine has none, so the "
@@ -314,7 +299,7 @@ def _download(ref: str, source: str, notice: Notice) -> str:
 
 def _remote_code(ref: str) -> bool:
     folder = expand_path(ref)
-    return any("auto_map" in read_json(folder / name) for name in ("config.json", "tokenizer_config.json"))
+    return any("auto_map" in read_folder_json(folder / name) for name in ("config.json", "tokenizer_config.json"))
 
 
 def _load_causal_lm(ref: str, *, device: str, dtype: Any, bits: int | None, trust: bool) -> Any:
@@ -358,7 +343,7 @@ def _apply_adapter(model: Any, adapter: str, base: str) -> Any:
     try:
         return PeftModel.from_pretrained(model, adapter).eval()
     except (RuntimeError, ValueError, KeyError) as exc:
-        named = read_json(expand_path(adapter) / "adapter_config.json").get("base_model_name_or_path")
+        named = read_folder_json(expand_path(adapter) / ADAPTER_CONFIG).get("base_model_name_or_path")
         trained_on = f" It was trained on '{named}'." if named else ""
         raise AdapterMismatch(
             f"The adapter {adapter} does not fit the base model {base}: {_first_line(exc)[:200]}.{trained_on}",

@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 
 from app import files
+from app.formats import ADAPTER_CONFIG, ADAPTER_WEIGHTS, META_FILE, is_run_dir
 
 from .errors import InputError, StageFailed
 from .fsutil import atomic_dir
+from .modelload import needs_remote_code
 from .runner import run_tool
+from .tokenizer import save_training_tokenizer
 from .train import checkpoints, newest_checkpoint
-
-META_FILE = "finetune_meta.json"
 
 
 def config_info(config: str | Path) -> dict:
@@ -52,9 +53,9 @@ def locate(source: str | Path, config: str | Path | None = None) -> tuple[Path, 
     source = Path(source)
     if not source.exists():
         raise InputError(f"{source} does not exist.", "pass a run directory or the --work-dir you trained into.")
-    work_dir = source / "work_dir" if (source / "run.json").exists() else source
+    work_dir = source / "work_dir" if is_run_dir(source) else source
     if config is None:
-        candidates = [source / "config.py"] if (source / "run.json").exists() else []
+        candidates = [source / "config.py"] if is_run_dir(source) else []
         candidates += sorted(work_dir.glob("*.py"))  # mmengine copies the config into the work dir
         config = next((c for c in candidates if c.is_file()), None)
         if config is None:
@@ -73,7 +74,7 @@ def convert(source: str | Path, *, config: str | Path | None = None, checkpoint:
                              "did `python -m finetune train` finish? rerun it with --resume.")
     checkpoint = Path(checkpoint)
     if out is None:
-        out = (Path(source) if (Path(source) / "run.json").exists() else work_dir) / "adapter"
+        out = (Path(source) if is_run_dir(Path(source)) else work_dir) / "adapter"
     out = Path(out)
     info = config_info(config)
     progress(f"Converting {checkpoint.name} to a PEFT adapter in {out} ...")
@@ -83,12 +84,12 @@ def convert(source: str | Path, *, config: str | Path | None = None, checkpoint:
             args.append("--fp32")
         run_tool("pth_to_hf", args, log_path=work_dir / "convert.log",
                  fix="check that the config is the one the checkpoint was trained with (--config).")
-        for required in ("adapter_config.json", "adapter_model.safetensors"):
+        for required in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
             if not (tmp / required).is_file():
                 raise StageFailed(f"pth_to_hf finished but wrote no {required}.",
                                   f"see {work_dir / 'convert.log'}; is this a LoRA run (full fine-tunes have no "
                                   "adapter: use the converted folder as the merged model)?")
-        _sort_target_modules(tmp / "adapter_config.json")
+        _sort_target_modules(tmp / ADAPTER_CONFIG)
         _add_training_tokenizer(info, tmp, progress)
         meta = {**info, "checkpoint": str(checkpoint), "config": str(config)}
         (tmp / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
@@ -107,9 +108,6 @@ def _sort_target_modules(adapter_config: Path) -> None:
 
 def _add_training_tokenizer(info: dict, out: Path, progress) -> None:
     """The base tokenizer with the training chat template, so base + adapter prompts exactly as trained."""
-    from .merge import save_training_tokenizer
-    from .modelload import needs_remote_code
-
     base = Path(str(info.get("model_path") or ""))
     if not info.get("prompt_template"):
         progress("note: the config names no XTuner prompt template (PROMPT_TEMPLATE.NAME); the adapter gets no "

@@ -14,9 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.formats import is_model_dir
+
 from .errors import EnvironmentProblem, InputError
 from .fsutil import atomic_dir, clean_leftovers, dir_size
-from .modelload import downloaded_dir, is_model_dir
+from .modelload import downloaded_dir
 from .presets import PRESETS, Preset, find_preset_for_hub_id, get_preset
 
 SOURCES = ("hf", "modelscope")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from app.files import expand_path
+from app.formats import ADAPTER_WEIGHTS, is_run_dir, read_meta, read_run_manifest, run_spec
 
 from . import evalreport
 from .data.heldout import (
@@ -151,33 +152,28 @@ def resolve_target(options: EvalOptions) -> Target:
 
     path = expand_path(options.target)
     run_dir = None
-    if path.is_dir() and ((path / "run.json").is_file() or (path / "merged").is_dir()):
+    if path.is_dir() and (is_run_dir(path) or (path / "merged").is_dir()):
         run_dir = path.resolve()
     model = model_folder(run_dir) if run_dir else resolve_model(options.target, progress=_log)
     names = [n for n in options.names if n]
     base: Path | None = None
     weights = None
     if run_dir is not None:
-        from app import files
-
-        manifest = files.read_json_object(run_dir / "run.json", InputError, "run manifest") \
-            if (run_dir / "run.json").is_file() else {}
+        manifest = read_run_manifest(run_dir, InputError)
         names = names or [n for n in manifest.get("names", []) if isinstance(n, str) and n]
-        recorded = (manifest.get("spec") or {}).get("model_path") if isinstance(manifest.get("spec"), dict) else None
+        recorded = run_spec(manifest).get("model_path")
         if options.base is True:
             if not recorded:
                 raise InputError(f"{run_dir}/run.json does not say which base model the run was trained from.",
                                  "pass it: --base MODEL_FOLDER.")
             base = resolve_model(str(recorded), progress=_log)
-        adapter = run_dir / "adapter" / "adapter_model.safetensors"
+        adapter = run_dir / "adapter" / ADAPTER_WEIGHTS
         if adapter.is_file():
             from .fsutil import sha256_file
 
             weights = sha256_file(adapter)
     elif options.base is True:
-        from app.models import read_json
-
-        meta = read_json(model / "finetune_meta.json")
+        meta = read_meta(model, InputError)
         recorded = meta.get("base_model") or meta.get("model_path")
         if not recorded:
             raise InputError(f"{model} does not say which base model it was made from (no finetune_meta.json).",

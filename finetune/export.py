@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app import files
+from app.formats import config_dtype, read_meta, weight_files
 
 from . import llamacpp, modelfile
 from .chat_template import load_xtuner_template, xtuner_adds_bos
-from .convert import META_FILE
 from .errors import EnvironmentProblem, InputError
 from .fsutil import atomic_path, human_bytes, scratch_path, write_text
-from .merge import config_dtype
 from .modelload import ModelNotFound, load_tokenizer, model_folder
 
 DEFAULT_QUANT = "q4_k_m"
@@ -74,7 +73,7 @@ def check_architecture(model_dir: Path, converter: Path) -> str:
 
 def check_disk(model_dir: Path, out: Path, quants: list[str]) -> None:
     """Refuse before writing when the files cannot fit: the f16 file plus each quantization."""
-    weights = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
+    weights = sum(p.stat().st_size for p in weight_files(model_dir))
     config = files.read_json_object(model_dir / "config.json", ModelNotFound, "model config")
     f16 = weights // 2 if str(config_dtype(config)) == "float32" else weights
     needed = f16 + sum(int(f16 * QUANT_SHARE[q]) for q in quants if q != "f16")
@@ -89,10 +88,7 @@ def check_disk(model_dir: Path, out: Path, quants: list[str]) -> None:
 
 def training_template(model_dir: Path, prompt_template: str | None, system: str | None) -> tuple[str | None, str]:
     """The XTuner template and default system prompt the model was trained with (recorded by merge)."""
-    meta: dict = {}
-    if (model_dir / META_FILE).is_file():
-        meta = files.read_json_object(model_dir / META_FILE, InputError, "merge metadata",
-                                      fix="merge the model again (`python -m finetune merge`).")
+    meta = read_meta(model_dir, InputError, "merge metadata", fix="merge the model again (`python -m finetune merge`).")
     name = prompt_template or meta.get("prompt_template")
     if name:
         load_xtuner_template(name)  # an unknown name is a clear error now, before any conversion

@@ -12,13 +12,12 @@ import json
 from importlib import metadata
 from pathlib import Path
 
-from app import files
+from app.formats import QUANT_BITS, RUN_MANIFEST, SPEC_BITS, read_run_manifest
 
 from . import __version__
 from .errors import InputError
 from .fsutil import write_json
 
-MANIFEST = "run.json"
 TRACKED_PACKAGES = ("xtuner", "torch", "transformers", "peft", "mmengine", "bitsandbytes", "deepspeed")
 
 
@@ -43,10 +42,10 @@ def now() -> str:
 class Manifest:
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / MANIFEST
+        self.path = self.run_dir / RUN_MANIFEST
         if self.path.is_file():
             fix = f"restore it, or delete it to start the run in {self.run_dir} over (every stage runs again)."
-            self.data = files.read_json_object(self.path, InputError, "run manifest", fix=fix)
+            self.data = read_run_manifest(self.run_dir, InputError, fix)
             for key in ("stages", "inputs"):
                 if not isinstance(self.data.setdefault(key, {}), dict):
                     raise InputError(f"{self.path}: '{key}' is not a JSON object.", fix)
@@ -81,6 +80,11 @@ class Manifest:
         self.data["stages"][stage] = {"done": True, "key": key, "finished": now(), "seconds": round(seconds, 1),
                                       "outputs": outputs}
         self.save()
+
+    def record_spec(self, spec: dict, quant: str) -> None:
+        """The config spec, with the bits the base model is trained in (`quant` resolved for this device: 4bit, 8bit
+        or none; the spec's own `quant` may say auto). Saved with the next stage record."""
+        self.data["spec"] = {**spec, SPEC_BITS: QUANT_BITS[quant]}
 
     def record_input(self, name: str, path: str | Path) -> str:
         from .fsutil import sha256_file

@@ -10,30 +10,22 @@ import time
 from pathlib import Path
 
 from app import files
+from app.formats import ADAPTER_CONFIG, META_FILE, config_dtype, has_weights, is_run_dir, read_meta, weight_files
 
-from .chat_template import build_chat_template, load_xtuner_template, stop_words, xtuner_adds_bos
-from .convert import META_FILE
 from .errors import InputError, ModelNotFound
 from .fsutil import atomic_dir
-from .modelload import has_weights
+from .tokenizer import apply_training_template, save_tokenizer
 
 
 def read_adapter_meta(adapter: Path) -> dict:
-    if not (adapter / "adapter_config.json").is_file():
-        raise InputError(f"{adapter} is not a PEFT adapter (no adapter_config.json).",
+    if not (adapter / ADAPTER_CONFIG).is_file():
+        raise InputError(f"{adapter} is not a PEFT adapter (no {ADAPTER_CONFIG}).",
                          "run `python -m finetune convert RUN` first, or pass the adapter folder.")
     fix = "restore the file, or convert the checkpoint again with `python -m finetune convert RUN`."
-    meta = {}
-    if (adapter / META_FILE).is_file():
-        meta = files.read_json_object(adapter / META_FILE, InputError, "adapter metadata", fix=fix)
-    adapter_config = files.read_json_object(adapter / "adapter_config.json", InputError, "adapter config", fix=fix)
+    meta = read_meta(adapter, InputError, "adapter metadata", fix)
+    adapter_config = files.read_json_object(adapter / ADAPTER_CONFIG, InputError, "adapter config", fix=fix)
     meta.setdefault("model_path", adapter_config.get("base_model_name_or_path", ""))
     return meta
-
-
-def config_dtype(config: dict) -> str | None:
-    """The weights' dtype recorded in a config.json: transformers >= 4.56 writes "dtype", older ones "torch_dtype"."""
-    return config.get("dtype") or config.get("torch_dtype")
 
 
 def choose_device(base: Path, requested: str = "auto") -> tuple[str, str]:
@@ -44,7 +36,7 @@ def choose_device(base: Path, requested: str = "auto") -> tuple[str, str]:
         return requested, "as requested"
     if not torch.cuda.is_available():
         return "cpu", "no CUDA GPU"
-    need = sum(p.stat().st_size for pattern in ("*.safetensors", "*.bin") for p in base.glob(pattern))
+    need = sum(p.stat().st_size for p in weight_files(base))
     free, _ = torch.cuda.mem_get_info()
     if free < need * 1.3:
         return "cpu", f"GPU has {free / 2**30:.1f} GiB free, the model needs ~{need * 1.3 / 2**30:.1f} GiB"
@@ -59,41 +51,6 @@ def copy_remote_code(base: Path, out: Path) -> list[str]:
             shutil.copy2(path, out / path.name)
             copied.append(path.name)
     return copied
-
-
-def save_training_tokenizer(base: str | Path, template_name: str, system: str, out: Path, *, trust: bool) -> None:
-    """Save the base tokenizer into `out` with the training chat template (an adapter then prompts as trained)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=trust)
-    set_training_template(tokenizer, template_name, system)
-    save_tokenizer(tokenizer, out)
-
-
-def save_tokenizer(tokenizer, out: Path) -> None:
-    tokenizer.save_pretrained(out)
-    if _is_gguf_copy(out / "tokenizer.model"):  # GGUF-converted bases carry a useless 98 MB copy
-        (out / "tokenizer.model").unlink()
-
-
-def set_training_template(tokenizer, template_name: str, system: str) -> None:
-    template = load_xtuner_template(template_name)
-    tokenizer.chat_template = build_chat_template(template, default_system=system,
-                                                  add_bos=xtuner_adds_bos(tokenizer))
-
-
-def apply_training_template(tokenizer, model, template_name: str, system: str) -> None:
-    set_training_template(tokenizer, template_name, system)
-    template = load_xtuner_template(template_name)
-    stop_ids = []
-    for word in stop_words(template):
-        token_id = tokenizer.convert_tokens_to_ids(word)
-        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
-            stop_ids.append(token_id)
-    if stop_ids:
-        eos = model.generation_config.eos_token_id
-        existing = eos if isinstance(eos, list) else ([eos] if eos is not None else [])
-        model.generation_config.eos_token_id = list(dict.fromkeys(stop_ids + existing))
 
 
 def merge(adapter: str | Path, *, base: str | Path | None = None, out: str | Path | None = None,
@@ -143,13 +100,6 @@ def merge(adapter: str | Path, *, base: str | Path | None = None, out: str | Pat
     return out
 
 
-def _is_gguf_copy(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    with open(path, "rb") as fh:
-        return fh.read(4) == b"GGUF"
-
-
 def register(subparsers, formatter_class) -> None:
     parser = subparsers.add_parser(
         "merge",
@@ -176,7 +126,7 @@ def register(subparsers, formatter_class) -> None:
 
 def _main(args) -> int:
     source = Path(args.source)
-    adapter = source / "adapter" if (source / "run.json").exists() else source
+    adapter = source / "adapter" if is_run_dir(source) else source
     out = merge(adapter, base=args.base, out=args.out, device=args.device, max_shard_size=args.max_shard_size,
                 system=args.system, prompt_template=args.prompt_template, progress=lambda m: print(m, file=sys.stderr))
     print(out)

@@ -13,28 +13,34 @@ from pathlib import Path
 from typing import Any
 
 from app.files import expand_path
-from app.models import read_json
+from app.formats import (
+    ADAPTER_CONFIG,
+    FIX_FOLDER_JSON,
+    RUN_MANIFEST,
+    default_dtype,
+    is_model_dir,
+    is_run_dir,
+    named_dtype,
+    read_meta,
+    read_object,
+    read_run_manifest,
+    run_spec,
+    valid_bits,
+)
 
 from .embedded import cache_dir, ensure_embedded_model
 from .errors import EnvironmentProblem, InputError, ModelNotFound
 from .presets import DEFAULT_PRESET, PRESETS, Preset, find_preset_for_hub_id
 
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "*.pt", "*.pth")
-NOT_WEIGHTS = {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"}
 BITS_ON_CPU = "4-bit needs an NVIDIA GPU with CUDA; on CPU run without --bits (fp32)."
-DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
-          "bf16": "bfloat16", "bfloat16": "bfloat16"}
 
 
 # --------------------------------------------------------------------------------------------- resolve
 
 
-def has_weights(folder: Path) -> bool:
-    return any(p.name not in NOT_WEIGHTS for pattern in WEIGHT_PATTERNS for p in folder.glob(pattern))
-
-
-def is_model_dir(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and has_weights(folder)
+def read_folder_json(path: Path) -> dict[str, Any]:
+    """A JSON object file of a model folder, {} when there is none; a broken one is an InputError naming it."""
+    return read_object(path, InputError, fix=FIX_FOLDER_JSON)
 
 
 def hub_dirname(hub_id: str) -> str:
@@ -60,7 +66,7 @@ def _check_model_dir(folder: Path) -> Path:
             "copy the weight files into it, or download the model again: "
             "`python -m finetune download --preset NAME --out DIR`.",
         )
-    if (folder / "adapter_config.json").is_file():
+    if (folder / ADAPTER_CONFIG).is_file():
         raise ModelNotFound(
             f"{folder} is a LoRA adapter, not a full model.",
             "merge it into its base model first (`python -m finetune merge ...`), or chat with the run directory "
@@ -85,10 +91,10 @@ def _from_run_dir(run: Path) -> Path:
 
 def _from_local_path(path: Path) -> Path:
     if path.is_file():
-        if path.name in ("config.json", "run.json"):
+        if path.name in ("config.json", RUN_MANIFEST):
             return _from_local_path(path.parent)
         raise ModelNotFound(f"{path} is a file, not a model folder.", "pass the folder that contains config.json.")
-    is_run = (path / "run.json").is_file() or (path / "merged" / "config.json").is_file()
+    is_run = is_run_dir(path) or (path / "merged" / "config.json").is_file()
     if is_run and not (path / "config.json").is_file():
         return _from_run_dir(path)
     return _check_model_dir(path)
@@ -147,11 +153,11 @@ def _preset_named(value: object) -> Preset | None:
 def _preset_for_folder(path: Path) -> Preset | None:
     """The preset a model folder came from: its name, its run's run.json, or the merge's finetune_meta.json."""
     candidates: list[object] = [path.name]
-    meta = read_json(path / "finetune_meta.json")
+    meta = read_meta(path, InputError)
     candidates += [meta.get("base_model"), meta.get("model_path")]
     if path.name == "merged":
-        run = read_json(path.parent / "run.json")
-        spec = run.get("spec") if isinstance(run.get("spec"), dict) else {}
+        run = read_run_manifest(path.parent, InputError, fix=FIX_FOLDER_JSON, what="file")
+        spec = run_spec(run)
         candidates += [source.get(key) for source in (run, spec) for key in ("preset", "model", "base_model")]
     for candidate in candidates:
         preset = _preset_named(candidate)
@@ -162,7 +168,8 @@ def _preset_for_folder(path: Path) -> Preset | None:
 
 def needs_remote_code(path: Path) -> bool:
     """True when the model ships its own code (config/tokenizer `auto_map`) or its preset says so."""
-    if "auto_map" in read_json(path / "config.json") or "auto_map" in read_json(path / "tokenizer_config.json"):
+    if "auto_map" in read_folder_json(path / "config.json") or \
+            "auto_map" in read_folder_json(path / "tokenizer_config.json"):
         return True
     preset = _preset_for_folder(path)
     return bool(preset and preset.trust_remote_code)
@@ -185,12 +192,8 @@ def pick_dtype(device: str, dtype: Any = None) -> Any:
     if dtype is not None and dtype != "auto":
         if isinstance(dtype, torch.dtype):
             return dtype
-        if str(dtype).lower() not in DTYPES:
-            raise InputError(f"Unknown dtype '{dtype}'.", "use one of: bf16, fp16, fp32, auto.")
-        return getattr(torch, DTYPES[str(dtype).lower()])
-    if not device.startswith("cuda"):
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return named_dtype(str(dtype), InputError, "use one of: bf16, fp16, fp32, auto.")
+    return default_dtype(device)
 
 
 def check_bits(bits: int | None, device: str, *, strict: bool = True,
@@ -198,8 +201,7 @@ def check_bits(bits: int | None, device: str, *, strict: bool = True,
     """Validate `bits` for `device`; on a non-CUDA device raise (strict) or warn and return None (fp32)."""
     if bits is None:
         return None
-    if bits not in (4, 8):
-        raise InputError(f"--bits must be 4 or 8, not {bits}.", "use --bits 4 (nf4) or --bits 8, or leave it out.")
+    valid_bits(bits, InputError)
     if device.startswith("cuda") and cuda_available():
         return bits
     message = BITS_ON_CPU if bits == 4 else BITS_ON_CPU.replace("4-bit", "8-bit")

@@ -14,7 +14,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import ConfigSpec, add_config_arguments, write_config
+from app.formats import ADAPTER_WEIGHTS
+
+from .config import ConfigSpec, add_config_arguments, check_device_choices, write_config
 from .errors import InputError
 from .fsutil import write_json, write_jsonl
 from .manifest import Manifest, stable_hash
@@ -152,7 +154,7 @@ class Runner:
         spec = self.spec(data_path)
         out = self.run_dir / "config.py"
         _, plan = write_config(spec, out, command=self.command())
-        self.manifest.data["spec"] = asdict(spec)
+        self.manifest.record_spec(asdict(spec), check_device_choices(spec))
         self.manifest.data["speed"] = plan.summary()
         return {"config": str(out), "num_samples": spec.num_samples}
 
@@ -232,13 +234,13 @@ class Runner:
         adapter = self.stage("convert", {"train": trained["checkpoint"], "config": train_key},
                              lambda: {"adapter": str(convert(self.run_dir, out=self.run_dir / "adapter",
                                                              progress=_log))})
-        merged = self.stage("merge", {"adapter": _file_key(Path(adapter["adapter"]) / "adapter_model.safetensors")},
+        merged = self.stage("merge", {"adapter": _file_key(Path(adapter["adapter"]) / ADAPTER_WEIGHTS)},
                             lambda: {"merged": str(merge(adapter["adapter"], out=self.run_dir / "merged",
                                                          progress=_log))})
         samples_out = self.stage("samples", {"merged": merged["merged"], "prompts": o.sample_prompts,
                                              "model": _file_key(Path(merged["merged"]) / "config.json")},
                                  lambda: self.make_samples(merged["merged"]))
-        adapter_weights = _file_key(Path(adapter["adapter"]) / "adapter_model.safetensors")
+        adapter_weights = _file_key(Path(adapter["adapter"]) / ADAPTER_WEIGHTS)
         names = [n for n in (o.name, o.name_en) if n]
         if self.manifest.data.get("names") != names:
             self.manifest.data["names"] = names  # `finetune eval RUN` reads them

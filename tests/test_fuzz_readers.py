@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
 from app.errors import AppError, ModelSourceError
-from app.models import ModelRequest, read_json, resolve
+from app.models import ModelRequest, resolve
+from app.models import read_folder_json as read_json
 from finetune.data.check import check_file
 from finetune.data.convert import convert_to_files
 from finetune.data.formats import load_jsonl, read_jsonl
