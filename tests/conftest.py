@@ -97,7 +97,7 @@ def lora_adapter(embedded_model, tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from finetune.merge import save_training_tokenizer
+    from finetune.tokenizer import save_training_tokenizer
 
     out = tmp_path_factory.mktemp("adapter") / "adapter"
     torch.manual_seed(0)
