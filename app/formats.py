@@ -129,5 +129,6 @@ def recorded_bits(spec: dict[str, Any], path: str | os.PathLike, error: ErrorTyp
     bits = spec.get(SPEC_BITS)
     if bits is not None and (isinstance(bits, bool) or bits not in (4, 8)):
         raise error(f"{path}: spec.{SPEC_BITS} is {bits!r}, not 4, 8 or null.",
-                    "restore the file, or run `python -m finetune run` again (finished stages are kept).")
+                    "set it to the bits the base model was trained in (4, 8, or null: not quantized), or restore the "
+                    "file.")
     return bits

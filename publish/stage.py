@@ -17,6 +17,20 @@ from pathlib import Path
 import yaml
 
 from app import files
+from app.formats import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    META_FILE,
+    RUN_MANIFEST,
+    SAFETENSORS_INDEX,
+    has_recorded_bits,
+    is_run_dir,
+    read_meta,
+    read_object,
+    read_run_manifest,
+    recorded_bits,
+    run_spec,
+)
 from finetune.evalreport import CHART_FILE as EVAL_PNG
 from finetune.fsutil import atomic_dir, sha256_file
 from finetune.presets import PRESETS, Preset, find_preset_for_hub_id
@@ -25,10 +39,6 @@ from .card import XTUNER, CardInfo, build_card, training_summary
 from .errors import BaseModelUnknown, InputError, SourceError, StagingError
 from .hubs import HUBS, REPO_ID, check_repo_id, get_hub, repo_url
 
-META_FILE = "finetune_meta.json"
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "added_tokens.json", "vocab.txt", "spiece.model",
                    "chat_template.jinja", "chat_template.json")
@@ -82,15 +92,14 @@ class Located:
 # ------------------------------------------------------------------------------------------- source
 
 
-def _read_json(path: Path) -> dict:
-    """A JSON object file's content, {} when there is none; a broken one is a SourceError naming it."""
-    if not path.is_file():
-        return {}
-    return files.read_json_object(path, SourceError, fix=FIX_JSON)
+def _read_source(path: Path) -> dict:
+    """A JSON object file of the source, {} when there is none; a broken one is a SourceError naming it."""
+    return read_object(path, SourceError, fix=FIX_JSON)
 
 
-def _is_run_dir(path: Path) -> bool:
-    return (path / "run.json").is_file()
+def _read_spec(run_dir: Path) -> dict:
+    """The config spec RUN/run.json recorded, {} when there is none."""
+    return run_spec(read_run_manifest(run_dir, SourceError, FIX_JSON, what="file"))
 
 
 def locate(source: str | os.PathLike, *, merged: bool = False) -> Located:
@@ -103,14 +112,14 @@ def locate(source: str | os.PathLike, *, merged: bool = False) -> Located:
     if not path.is_dir():
         raise SourceError(f"{path} is a file, not a folder.", "pass the run directory or the adapter folder.")
     path = path.resolve()
-    if _is_run_dir(path) or ((path / "adapter").is_dir() or (path / "merged").is_dir()):
+    if is_run_dir(path) or ((path / "adapter").is_dir() or (path / "merged").is_dir()):
         folder = path / kind
         if not folder.is_dir():
             command = "merge" if merged else "convert"
             raise SourceError(f"Run directory {path} has no {kind}/ folder yet.",
                               f"run `python -m finetune {command} {path}` first (or `python -m finetune run` again).")
         return Located(folder, path, kind)
-    run_dir = path.parent if _is_run_dir(path.parent) else None
+    run_dir = path.parent if is_run_dir(path.parent) else None
     return Located(path, run_dir, kind)
 
 
@@ -138,23 +147,23 @@ def _merged_weights(folder: Path) -> list[str]:
     if not (folder / "config.json").is_file():
         raise SourceError(f"{folder} is not a model folder (no config.json).",
                           "pass RUN/merged, or run `python -m finetune merge RUN` first.")
-    index = folder / INDEX_FILE
+    index = folder / SAFETENSORS_INDEX
     if index.is_file():
-        weight_map = _read_json(index).get("weight_map")
+        weight_map = _read_source(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise SourceError(f"{index} has no weight_map.", "merge again: `python -m finetune merge RUN`.")
         shards = sorted(set(map(str, weight_map.values())))
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:
-            raise SourceError(f"{folder} is incomplete: {INDEX_FILE} names {len(missing)} shard(s) that are not "
+            raise SourceError(f"{folder} is incomplete: {SAFETENSORS_INDEX} names {len(missing)} shard(s) that are not "
                               f"there ({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}).",
                               "copy the missing shards back, or merge again: `python -m finetune merge RUN`.")
-        return [INDEX_FILE, *shards]
+        return [SAFETENSORS_INDEX, *shards]
     shards = sorted(p.name for p in folder.glob("*.safetensors"))
     if shards == ["model.safetensors"]:
         return shards
     if len(shards) > 1:
-        raise SourceError(f"{folder} has {len(shards)} safetensors shards but no {INDEX_FILE}.",
+        raise SourceError(f"{folder} has {len(shards)} safetensors shards but no {SAFETENSORS_INDEX}.",
                           "copy the index file back, or merge again: `python -m finetune merge RUN`.")
     if any(folder.glob("*.bin")):
         raise SourceError(f"{folder} holds only .bin weights; hubs and loaders expect safetensors.",
@@ -206,18 +215,15 @@ def resolve_base_id(candidates: list[str], hub: str, base_id: str | None = None)
 
 def _base_candidates(located: Located) -> list[str]:
     folder = located.folder
-    meta = _read_json(folder / META_FILE)
+    meta = read_meta(folder, SourceError, fix=FIX_JSON)
     values: list[object] = [meta.get("model_path"), meta.get("base_model")]
     if located.kind == "adapter":
-        values.append(_read_json(folder / ADAPTER_CONFIG).get("base_model_name_or_path"))
+        values.append(_read_source(folder / ADAPTER_CONFIG).get("base_model_name_or_path"))
     else:
-        values.append(_read_json(folder / "config.json").get("_name_or_path"))
-        adapter = folder.parent / "adapter" / META_FILE
-        values.append(_read_json(adapter).get("model_path"))
+        values.append(_read_source(folder / "config.json").get("_name_or_path"))
+        values.append(read_meta(folder.parent / "adapter", SourceError, fix=FIX_JSON).get("model_path"))
     if located.run_dir is not None:
-        spec = _read_json(located.run_dir / "run.json").get("spec") or {}
-        if isinstance(spec, dict):
-            values.append(spec.get("model_path"))
+        values.append(_read_spec(located.run_dir).get("model_path"))
     out: list[str] = []
     for value in values:
         if isinstance(value, str) and value.strip() and value.strip() not in out:
@@ -247,7 +253,18 @@ def _write_json(path: Path, data: object) -> None:
 
 
 def _quantization(located: Located) -> str | None:
-    """4bit (QLoRA) / 8bit / None, from the XTuner config the adapter or run carries."""
+    """4bit (QLoRA) / 8bit / None: the bits the run recorded in its spec (run.json); runs from before the spec
+    recorded them, and adapter folders without their run, fall back to the XTuner config they carry."""
+    if located.run_dir is not None:
+        spec = _read_spec(located.run_dir)
+        if has_recorded_bits(spec):
+            bits = recorded_bits(spec, located.run_dir / RUN_MANIFEST, SourceError)
+            return f"{bits}bit" if bits else None
+    return _quantization_in_config(located)
+
+
+def _quantization_in_config(located: Located) -> str | None:
+    """4bit / 8bit / None, from the text of the XTuner config the adapter or run carries (the first one found)."""
     sources = [located.folder / "xtuner_config.py"]
     if located.run_dir is not None:
         sources += [located.run_dir / "config.py", located.run_dir / "adapter" / "xtuner_config.py"]
@@ -329,7 +346,7 @@ def _sanitize_meta(meta: dict, base_id: str) -> dict:
 
 def _rewrite_name_or_path(source: Path, staged: Path, base_id: str) -> None:
     """config.json / tokenizer_config.json name the folder they were loaded from: point them at the hub id."""
-    data = _read_json(source)
+    data = _read_source(source)
     changed = False
     for key in ("_name_or_path", "name_or_path"):
         value = data.get(key)
@@ -342,7 +359,7 @@ def _rewrite_name_or_path(source: Path, staged: Path, base_id: str) -> None:
 
 def _stage_adapter_files(located: Located, tmp: Path, base_id: str) -> None:
     folder = located.folder
-    config = _read_json(folder / ADAPTER_CONFIG)
+    config = _read_source(folder / ADAPTER_CONFIG)
     config["base_model_name_or_path"] = base_id
     _write_json(tmp / ADAPTER_CONFIG, config)
     _copy_file(folder / ADAPTER_WEIGHTS, tmp / ADAPTER_WEIGHTS)
@@ -422,10 +439,10 @@ def stage_adapter(source: str | os.PathLike, *, hub: str, repo: str, merged: boo
     is_default = out is None
     out_path = default_out(located, hub) if out is None else files.expand_path(out)
     _check_out(out_path, located, is_default)
-    meta = _read_json(located.folder / META_FILE)
-    adapter_config = _read_json(located.folder / ADAPTER_CONFIG)
+    meta = read_meta(located.folder, SourceError, fix=FIX_JSON)
+    adapter_config = _read_source(located.folder / ADAPTER_CONFIG)
     if not adapter_config and located.run_dir is not None:  # a merged model: the LoRA settings of its run
-        adapter_config = _read_json(located.run_dir / "adapter" / ADAPTER_CONFIG)
+        adapter_config = _read_source(located.run_dir / "adapter" / ADAPTER_CONFIG)
     loss_png = _loss_png(located)
     summary = training_summary(located.run_dir)
     eval_png = _eval_png(located, summary)
@@ -477,7 +494,7 @@ def locate_gguf(source: str | os.PathLike) -> Located:
     if not path.is_dir():
         raise SourceError(f"{path} is a file, not a folder.", "pass the run directory or the gguf/ folder.")
     path = path.resolve()
-    folder, run_dir = (path / "gguf", path) if _is_run_dir(path) else (path, path.parent if _is_run_dir(
+    folder, run_dir = (path / "gguf", path) if is_run_dir(path) else (path, path.parent if is_run_dir(
         path.parent) else None)
     if not folder.is_dir() or not any(folder.glob("*.gguf")):
         raise SourceError(f"{folder} holds no .gguf file.",
@@ -507,7 +524,7 @@ def stage_gguf(source: str | os.PathLike, *, hub: str, repo: str, out: str | os.
                 else located.folder.parent / f"{located.folder.name}-publish" / hub) if out is None \
         else files.expand_path(out)
     _check_out(out_path, located, out is None)
-    meta = _read_json(merged / META_FILE) if merged else {}
+    meta = read_meta(merged, SourceError, fix=FIX_JSON) if merged else {}
     ggufs = sorted(p.name for p in located.folder.glob("*.gguf"))
     loss_png = _loss_png(located)
     summary = training_summary(located.run_dir)
