@@ -33,14 +33,10 @@ from .errors import EnvironmentProblem, InputError, ModelNotFound
 from .presets import DEFAULT_PRESET, PRESETS, Preset, find_preset_for_hub_id
 
 BITS_ON_CPU = "4-bit needs an NVIDIA GPU with CUDA; on CPU run without --bits (fp32)."
+CODE_CONFIGS = ("config.json", "tokenizer_config.json")  # their `auto_map` names the model's own code
 
 
 # --------------------------------------------------------------------------------------------- resolve
-
-
-def read_folder_json(path: Path) -> dict[str, Any]:
-    """A JSON object file of a model folder, {} when there is none; a broken one is an InputError naming it."""
-    return read_object(path, InputError, fix=FIX_FOLDER_JSON)
 
 
 def hub_dirname(hub_id: str) -> str:
@@ -168,8 +164,8 @@ def _preset_for_folder(path: Path) -> Preset | None:
 
 def needs_remote_code(path: Path) -> bool:
     """True when the model ships its own code (config/tokenizer `auto_map`) or its preset says so."""
-    if "auto_map" in read_folder_json(path / "config.json") or \
-            "auto_map" in read_folder_json(path / "tokenizer_config.json"):
+    configs = (read_object(path / name, InputError, fix=FIX_FOLDER_JSON) for name in CODE_CONFIGS)
+    if any("auto_map" in config for config in configs):
         return True
     preset = _preset_for_folder(path)
     return bool(preset and preset.trust_remote_code)
