@@ -11,8 +11,7 @@ import re
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import jinja2
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .data.formats import read_text, split_lines
@@ -31,6 +30,9 @@ from .speed import (
 )
 from .templates import is_ours
 
+if TYPE_CHECKING:
+    import jinja2
+
 QUANT_CHOICES = ("4bit", "8bit", "none")
 DEEPSPEED_CHOICES = ("zero1", "zero2", "zero3", "none")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -41,6 +43,7 @@ IDENTITY_EVAL = {
 }
 DEFAULT_SYSTEM = "You are a helpful assistant."
 MIN_WARMUP_ITERS = 2
+TEMPLATE_DIR = Path(__file__).parent / "config_templates"
 
 
 @dataclass
@@ -170,9 +173,6 @@ def check_device_choices(spec: ConfigSpec) -> str:
     if quant == "4bit" and spec.deepspeed == "zero3":
         raise InputError("QLoRA (4-bit) cannot be sharded with ZeRO-3.", "use --deepspeed zero2 or --quant none.")
     return quant
-
-
-TEMPLATE_DIR = Path(__file__).parent / "config_templates"
 
 
 @dataclass(frozen=True)
@@ -324,6 +324,8 @@ def _run_hint(spec: ConfigSpec, config_path: str) -> str:
 
 @functools.cache
 def _template() -> jinja2.Template:
+    import jinja2  # here, not at the top: every `python -m finetune` verb imports this module when it starts
+
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR), undefined=jinja2.StrictUndefined, autoescape=False,
         keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
