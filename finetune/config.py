@@ -234,10 +234,10 @@ class ConfigChoices:
 
 def render(spec: ConfigSpec, *, command: str = "", config_path: str = "CONFIG.py",
            plan: SpeedPlan | None = None) -> str:
-    return _template().render(asdict(decide(spec, command=command, config_path=config_path, plan=plan)))
+    return _template().render(asdict(config_choices(spec, command=command, config_path=config_path, plan=plan)))
 
 
-def decide(spec: ConfigSpec, *, command: str = "", config_path: str = "CONFIG.py",
+def config_choices(spec: ConfigSpec, *, command: str = "", config_path: str = "CONFIG.py",
            plan: SpeedPlan | None = None) -> ConfigChoices:
     """What the config for `spec` says; InputError for choices that cannot run (in the order users meet them)."""
     preset = get_preset(spec.preset) if spec.preset else None
