@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -10,12 +11,13 @@ import re
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .data.formats import read_text, split_lines
 from .errors import InputError
 from .fsutil import write_text
-from .presets import DEFAULT_PRESET, PRESETS, get_preset
+from .presets import DEFAULT_PRESET, PRESETS, Preset, get_preset
 from .speed import (
     DeviceInfo,
     ModelShape,
@@ -28,6 +30,9 @@ from .speed import (
 )
 from .templates import is_ours
 
+if TYPE_CHECKING:
+    import jinja2
+
 QUANT_CHOICES = ("4bit", "8bit", "none")
 DEEPSPEED_CHOICES = ("zero1", "zero2", "zero3", "none")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -38,6 +43,7 @@ IDENTITY_EVAL = {
 }
 DEFAULT_SYSTEM = "You are a helpful assistant."
 MIN_WARMUP_ITERS = 2
+TEMPLATE_DIR = Path(__file__).parent / "config_templates"
 
 
 @dataclass
@@ -169,300 +175,162 @@ def check_device_choices(spec: ConfigSpec) -> str:
     return quant
 
 
+@dataclass(frozen=True)
+class ConfigChoices:
+    """Everything a generated config says, decided; config_templates/xtuner_config.py.jinja only lays it out."""
+
+    # header
+    version: str
+    created: str
+    command: str
+    preset: str  # "-" without one
+    device: str
+    quant: str  # 4bit | 8bit | none
+    run_hint: str
+    config_path: str  # shell-quoted
+    speed_profile: str  # "stock" leaves the speed lines out of the header
+    speed_parts: tuple[str, ...]
+    # imports
+    model_module: str  # where SupervisedFinetune comes from
+    length_grouped: bool
+    our_template: bool  # a template XTuner 0.2.0 lacks (finetune/templates.py)
+    # PART 1  Settings
+    model_path: str
+    varlen_attn: bool
+    data_files: tuple[str, ...]
+    prompt_template: str
+    max_length: int
+    pack: bool
+    map_num_proc: int
+    micro_batch: int
+    grad_accum: int
+    dataloader_workers: int
+    epochs: float
+    lr: float
+    warmup_ratio: float
+    min_warmup_iters: int
+    save_steps: int
+    save_total_limit: int
+    evaluation_freq: int | None
+    system: str
+    evaluation_inputs: tuple[str, ...]
+    # PART 2  Model & Tokenizer
+    trust_remote_code: bool
+    fused_kernels: dict | None
+    frozen_16bit: bool
+    residual_16bit: bool
+    checkpointing: bool
+    dtype: str  # bfloat16 | float16 | float32
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    # PART 3-5  Dataset, optimizer, runtime
+    pretrain: bool
+    on_gpu: bool
+    amp_dtype: str
+    eval_max_new_tokens: int
+    seed: int
+
+
 def render(spec: ConfigSpec, *, command: str = "", config_path: str = "CONFIG.py",
            plan: SpeedPlan | None = None) -> str:
+    return _template().render(asdict(config_choices(spec, command=command, config_path=config_path, plan=plan)))
+
+
+def config_choices(spec: ConfigSpec, *, command: str = "", config_path: str = "CONFIG.py",
+           plan: SpeedPlan | None = None) -> ConfigChoices:
+    """What the config for `spec` says; InputError for choices that cannot run (in the order users meet them)."""
     preset = get_preset(spec.preset) if spec.preset else None
-    template = spec.prompt_template or (preset.prompt_template if preset else "qwen_chat")
-    trust = spec.trust_remote_code if spec.trust_remote_code is not None else bool(preset and preset.trust_remote_code)
     if spec.world_size < 1:
         raise InputError(f"--world-size {spec.world_size} is not a number of processes.", "use 1 or more.")
     device = spec.resolved_device()
     on_gpu = device == "cuda"
     quant = check_device_choices(spec)
-    checkpointing = _checkpointing(spec, on_gpu)
     plan = plan or plan_for(spec)
-    half = plan.dtype
-    warmup = warmup_ratio_for(spec, micro_batch=plan.micro_batch)
-    eval_inputs = spec.evaluation_inputs or IDENTITY_EVAL["both"]
+    template = _prompt_template(spec, preset)
     grouped = spec.group_by_length and not spec.pack
-    model_import = "from finetune.xtuner_compat import SupervisedFinetune" if not on_gpu else \
-        "from xtuner.model import SupervisedFinetune"
+    return ConfigChoices(
+        version=__version__,
+        created=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        command=command or "python -m finetune config ...",
+        preset=spec.preset or "-",
+        device=device,
+        quant=quant,
+        run_hint=_run_hint(spec, config_path),
+        config_path=shlex.quote(config_path),
+        speed_profile=plan.profile,
+        speed_parts=tuple(describe(plan)),
+        model_module=_model_module(plan, on_gpu),
+        length_grouped=grouped,
+        our_template=is_ours(template),
+        model_path=spec.model_path,
+        varlen_attn=plan.varlen_attn,
+        data_files=tuple(spec.data_files),
+        prompt_template=template,
+        max_length=spec.max_length,
+        pack=spec.pack,
+        map_num_proc=max(1, min(32, os.cpu_count() or 1)),
+        micro_batch=plan.micro_batch,
+        grad_accum=plan.grad_accum,
+        dataloader_workers=plan.dataloader_workers,
+        epochs=spec.epochs,
+        lr=spec.lr,
+        warmup_ratio=warmup_ratio_for(spec, micro_batch=plan.micro_batch),
+        min_warmup_iters=MIN_WARMUP_ITERS,
+        save_steps=plan.scaled(spec.save_steps),
+        save_total_limit=spec.save_total_limit,
+        evaluation_freq=plan.scaled(spec.evaluation_freq) or None,
+        system=spec.system,
+        evaluation_inputs=tuple(spec.evaluation_inputs or IDENTITY_EVAL["both"]),
+        trust_remote_code=_trust_remote_code(spec, preset),
+        fused_kernels=plan.fused_kernels,
+        frozen_16bit=plan.frozen_16bit,
+        residual_16bit=plan.residual_16bit,
+        checkpointing=_checkpointing(spec, on_gpu),
+        dtype=plan.dtype,
+        lora_r=spec.lora_r,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=spec.lora_dropout,
+        pretrain=spec.pretrain,
+        on_gpu=on_gpu,
+        amp_dtype="bfloat16" if plan.dtype == "bfloat16" else "float16",
+        eval_max_new_tokens=spec.eval_max_new_tokens,
+        seed=spec.seed,
+    )
+
+
+def _prompt_template(spec: ConfigSpec, preset: Preset | None) -> str:
+    return spec.prompt_template or (preset.prompt_template if preset else "qwen_chat")
+
+
+def _trust_remote_code(spec: ConfigSpec, preset: Preset | None) -> bool:
+    return spec.trust_remote_code if spec.trust_remote_code is not None else bool(preset and preset.trust_remote_code)
+
+
+def _model_module(plan: SpeedPlan, on_gpu: bool) -> str:
     if plan.fused_kernels or plan.frozen_16bit or plan.residual_16bit:
-        model_import = "from finetune.xtuner_fast import SupervisedFinetune"
-    model_args = f"\n    fused_kernels={plan.fused_kernels!r},  # Liger Kernel (finetune/xtuner_fast.py)" \
-        if plan.fused_kernels else ""
-    if plan.frozen_16bit:
-        model_args += "\n    frozen_16bit=True,  # embeddings and head stay 16-bit (finetune/xtuner_fast.py)"
-    if plan.residual_16bit:
-        model_args += "\n    residual_16bit=True,  # every frozen weight stays 16-bit (finetune/xtuner_fast.py)"
-    loader_args = "\n    pin_memory=True,\n    persistent_workers=True," if plan.dataloader_workers else ""
-    if grouped:
-        model_import += "\nfrom finetune.xtuner_compat import LengthGroupedSampler"
-    template_imports = "from xtuner.dataset.map_fns import template_map_fn_factory\n"
-    prompt_template_import = "from xtuner.utils import PROMPT_TEMPLATE\n"
-    if is_ours(template):  # a template XTuner 0.2.0 lacks (finetune/templates.py)
-        template_imports = ""
-        prompt_template_import = ("from finetune.xtuner_compat import PROMPT_TEMPLATE, template_map_fn_factory  "
-                                  "# XTuner's templates + finetune/templates.py\n")
+        return "finetune.xtuner_fast"
+    return "xtuner.model" if on_gpu else "finetune.xtuner_compat"
 
-    quant_block = ""
-    if quant == "4bit":
-        quant_block = f"""
-        quantization_config=dict(
-            type=BitsAndBytesConfig,
-            load_in_4bit=True,
-            load_in_8bit=False,
-            llm_int8_threshold=6.0,
-            llm_int8_has_fp16_weight=False,
-            bnb_4bit_compute_dtype=torch.{half},
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_quant_type="nf4",
-        ),"""
-    elif quant == "8bit":
-        quant_block = """
-        quantization_config=dict(type=BitsAndBytesConfig, load_in_8bit=True, llm_int8_threshold=6.0),"""
 
-    if on_gpu:
-        optim_block = f"""optim_wrapper = dict(
-    type=AmpOptimWrapper,
-    optimizer=dict(type=optim_type, lr=lr, betas=betas, weight_decay=weight_decay),
-    clip_grad=dict(max_norm=max_norm, error_if_nonfinite=False),
-    accumulative_counts=accumulative_counts,
-    loss_scale="dynamic",
-    dtype="{'bfloat16' if half == 'bfloat16' else 'float16'}",
-)"""
-    else:
-        optim_block = """# CPU: plain fp32 OptimWrapper (AmpOptimWrapper refuses to run without a GPU)
-optim_wrapper = dict(
-    type=OptimWrapper,
-    optimizer=dict(type=optim_type, lr=lr, betas=betas, weight_decay=weight_decay),
-    clip_grad=dict(max_norm=max_norm, error_if_nonfinite=False),
-    accumulative_counts=accumulative_counts,
-)"""
-
-    if grouped:
-        sampler = ("dict(\n"
-                   "        type=LengthGroupedSampler,  # samples of similar length share a batch: less padding\n"
-                   "        length_property=\"length\",\n"
-                   "        per_device_batch_size=batch_size * accumulative_counts,\n    )")
-    else:
-        sampler = "dict(type=DefaultSampler, shuffle=True)"
-    if spec.pretrain:
-        template_map = "None  # incremental pre-training: loss on the whole text, no chat template"
-    else:
-        template_map = "dict(type=template_map_fn_factory, template=prompt_template)"
-
-    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    run_hint = f"python -m finetune train {shlex.quote(config_path)} --work-dir WORK_DIR"
+def _run_hint(spec: ConfigSpec, config_path: str) -> str:
+    hint = f"python -m finetune train {shlex.quote(config_path)} --work-dir WORK_DIR"
     if spec.deepspeed != "none":
-        run_hint += f" --deepspeed {spec.deepspeed}"
+        hint += f" --deepspeed {spec.deepspeed}"
     if spec.world_size > 1:
-        run_hint += f"  (with --gpus/--nnodes: {spec.world_size} processes in all)"
-    header = f"""# Generated by finetune {__version__} (xtuner 0.2.0 config format) on {now}.
-# Command: {command or 'python -m finetune config ...'}
-# Model: {spec.model_path}  (preset {spec.preset or '-'}, template {template}, {device}, quant {quant})
-# Run it:  {run_hint}
-#   (or plain XTuner: PYTHONPATH=<toolkit root> python -m xtuner.tools.train {shlex.quote(config_path)}
-#    --work-dir WORK_DIR; never `xtuner train`, which exits 0 even when training crashed)
-# Only PART 1 is meant for editing; the rest follows XTuner's own configs.
-"""
-    if plan.profile != "stock":
-        header += (f"# Speed profile: {plan.profile} (the same samples per optimizer step, LoRA, schedule and "
-                   "precision as --speed stock):\n")
-        header += "".join(f"#   {line}\n" for line in describe(plan))
-        header += ("#   (parts off: --micro-batch off, --no-bf16, --fused-kernels off, --varlen-attn off, "
-                   "--loader-workers 0, --frozen-16bit off; all: --speed stock)\n")
-    body = f'''import torch
-from datasets import load_dataset
-from mmengine.dataset import DefaultSampler
-from mmengine.hooks import (
-    CheckpointHook,
-    DistSamplerSeedHook,
-    IterTimerHook,
-    LoggerHook,
-    ParamSchedulerHook,
-)
-from mmengine.optim import AmpOptimWrapper, CosineAnnealingLR, LinearLR, OptimWrapper
-from peft import LoraConfig
-from torch.optim import AdamW
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-
-{model_import}
-from xtuner.dataset import process_hf_dataset
-from xtuner.dataset.collate_fns import default_collate_fn
-{template_imports}from xtuner.engine.hooks import DatasetInfoHook, EvaluateChatHook, VarlenAttnArgsToMessageHubHook
-from xtuner.engine.runner import TrainLoop
-{prompt_template_import}
-#######################################################################
-#                          PART 1  Settings                           #
-#######################################################################
-# Model
-pretrained_model_name_or_path = {spec.model_path!r}
-use_varlen_attn = {plan.varlen_attn}
-
-# Data (XTuner conversation JSONL: {{"conversation": [{{"system", "input", "output"}}, ...]}})
-data_files = {list(spec.data_files)!r}
-prompt_template = PROMPT_TEMPLATE.{template}
-max_length = {spec.max_length}
-pack_to_max_length = {spec.pack}
-map_num_proc = {max(1, min(32, os.cpu_count() or 1))}  # processes for tokenizing the data
-
-# Scheduler & Optimizer
-batch_size = {plan.micro_batch}  # per device
-accumulative_counts = {plan.grad_accum}
-dataloader_num_workers = {plan.dataloader_workers}
-max_epochs = {spec.epochs!r}
-optim_type = AdamW
-lr = {spec.lr!r}
-betas = (0.9, 0.999)
-weight_decay = 0
-max_norm = 1  # grad clip
-warmup_ratio = {warmup!r}  # keeps warmup >= {MIN_WARMUP_ITERS} iterations for this data size
-
-# Save
-save_steps = {plan.scaled(spec.save_steps)}
-save_total_limit = {spec.save_total_limit}  # checkpoints to keep (-1: all)
-
-# Answer evaluation_inputs before training, every evaluation_freq iterations (None: only before/after)
-evaluation_freq = {plan.scaled(spec.evaluation_freq) or None}
-SYSTEM = {spec.system!r}
-evaluation_inputs = {list(eval_inputs)!r}
-
-#######################################################################
-#                      PART 2  Model & Tokenizer                      #
-#######################################################################
-tokenizer = dict(
-    type=AutoTokenizer.from_pretrained,
-    pretrained_model_name_or_path=pretrained_model_name_or_path,
-    trust_remote_code={trust},
-    padding_side="right",
-)
-
-model = dict(
-    type=SupervisedFinetune,{model_args}
-    use_varlen_attn=use_varlen_attn,
-    use_activation_checkpointing={checkpointing},
-    llm=dict(
-        type=AutoModelForCausalLM.from_pretrained,
-        pretrained_model_name_or_path=pretrained_model_name_or_path,
-        trust_remote_code={trust},
-        torch_dtype=torch.{half},{quant_block}
-    ),
-    lora=dict(
-        type=LoraConfig,
-        r={spec.lora_r},
-        lora_alpha={spec.lora_alpha},
-        lora_dropout={spec.lora_dropout!r},
-        bias="none",
-        task_type="CAUSAL_LM",
-    ),
-)
-
-#######################################################################
-#                      PART 3  Dataset & Dataloader                   #
-#######################################################################
-train_dataset = dict(
-    type=process_hf_dataset,
-    dataset=dict(type=load_dataset, path="json", data_files=dict(train=data_files)),
-    tokenizer=tokenizer,
-    max_length=max_length,
-    dataset_map_fn=None,
-    template_map_fn={template_map},
-    remove_unused_columns=True,
-    shuffle_before_pack=True,
-    pack_to_max_length=pack_to_max_length,
-    use_varlen_attn=use_varlen_attn,
-    map_num_proc=map_num_proc,
-)
-
-train_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=dataloader_num_workers,{loader_args}
-    dataset=train_dataset,
-    sampler={sampler},
-    collate_fn=dict(type=default_collate_fn, use_varlen_attn=use_varlen_attn),
-)
-
-#######################################################################
-#                    PART 4  Scheduler & Optimizer                    #
-#######################################################################
-{optim_block}
-
-param_scheduler = [
-    dict(
-        type=LinearLR,
-        start_factor=1e-5,
-        by_epoch=True,
-        begin=0,
-        end=warmup_ratio * max_epochs,
-        convert_to_iter_based=True,
-    ),
-    dict(
-        type=CosineAnnealingLR,
-        eta_min=0.0,
-        by_epoch=True,
-        begin=warmup_ratio * max_epochs,
-        end=max_epochs,
-        convert_to_iter_based=True,
-    ),
-]
-
-train_cfg = dict(type=TrainLoop, max_epochs=max_epochs)
-
-#######################################################################
-#                           PART 5  Runtime                           #
-#######################################################################
-custom_hooks = [
-    dict(type=DatasetInfoHook, tokenizer=tokenizer),
-    dict(
-        type=EvaluateChatHook,
-        tokenizer=tokenizer,
-        every_n_iters=evaluation_freq,
-        evaluation_inputs=evaluation_inputs,
-        system=SYSTEM,
-        prompt_template=prompt_template,
-        max_new_tokens={spec.eval_max_new_tokens},
-    ),
-]
-
-if use_varlen_attn:
-    custom_hooks += [dict(type=VarlenAttnArgsToMessageHubHook)]
-
-default_hooks = dict(
-    timer=dict(type=IterTimerHook),
-    # interval 1: `finetune train` reads every iteration for its progress bar and loss curve
-    logger=dict(type=LoggerHook, log_metric_by_epoch=False, interval=1),
-    param_scheduler=dict(type=ParamSchedulerHook),
-    checkpoint=dict(
-        type=CheckpointHook,
-        by_epoch=False,
-        interval=save_steps,
-        max_keep_ckpts=save_total_limit,
-        save_last=True,
-    ),
-    sampler_seed=dict(type=DistSamplerSeedHook),
-)
-
-env_cfg = dict(
-    cudnn_benchmark=False,
-    mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
-    dist_cfg=dict(backend="{'nccl' if on_gpu else 'gloo'}"),
-)
-{"" if on_gpu else CPU_DDP}
-visualizer = None
-log_level = "INFO"
-load_from = None
-resume = False
-randomness = dict(seed={spec.seed}, deterministic=False)
-log_processor = dict(by_epoch=False)
-'''
-    return header + body
+        hint += f"  (with --gpus/--nnodes: {spec.world_size} processes in all)"
+    return hint
 
 
-# mmengine hands DistributedDataParallel the rank's GPU index unless the config says otherwise
-CPU_DDP = """# CPU: DistributedDataParallel over gloo without GPU device ids (under torchrun; one process ignores it)
-model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False)
-"""
+@functools.cache
+def _template() -> jinja2.Template:
+    import jinja2  # here, not at the top: every `python -m finetune` verb imports this module when it starts
+
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR), undefined=jinja2.StrictUndefined, autoescape=False,
+        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    environment.filters["py"] = repr  # a Python literal
+    return environment.get_template("xtuner_config.py.jinja")
 
 
 def write_config(spec: ConfigSpec, out: str | Path, *, command: str = "") -> tuple[Path, SpeedPlan]:

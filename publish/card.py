@@ -1,4 +1,5 @@
-"""The model card (README.md): YAML front matter the hubs read, then a bilingual (zh/en) body built from the run.
+"""The model card (README.md): YAML front matter the hubs read, then a bilingual (zh/en) body built from the run:
+the decisions are made here, card_templates/model_card.md.jinja lays them out.
 
 Everything here is deterministic (no dates, no local paths): the same run gives the same card, so a later upload
 can tell that nothing changed.
@@ -6,11 +7,13 @@ can tell that nothing changed.
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import jinja2
 import yaml
 
 from app import files
@@ -22,6 +25,7 @@ from .hubs import git_url, hf_endpoint, modelscope_endpoint, repo_url
 SAMPLE_CELL_CHARS = 300
 XTUNER = "https://github.com/InternLM/xtuner"
 VERSION_KEYS = ("xtuner", "transformers", "peft", "torch")
+TEMPLATE_DIR = Path(__file__).parent / "card_templates"
 
 
 @dataclass
@@ -220,7 +224,89 @@ def parse_front_matter(card: str) -> dict:
     return data
 
 
-# ------------------------------------------------------------------------------------------- body
+# ------------------------------------------------------------------------------------------- card
+
+
+@dataclass(frozen=True)
+class EvaluationSection:
+    harness_version: str  # "" when the report does not say
+    rows: tuple[tuple[str, str, str, str], ...]  # metric, before, after, goal: Markdown cells
+    style_measure: str
+    has_chart: bool
+
+
+@dataclass(frozen=True)
+class TransformersUsage:
+    download_from: str  # the hub the reader downloads from first ("" for Hugging Face: nothing to download)
+    download: tuple[str, ...]  # shell lines
+    base_py: str
+    model_py: str
+    tokenizer_py: str
+    trust: str  # the from_pretrained argument custom-code models need, or ""
+    xtuner_command: str
+    app_commands: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GgufUsage:
+    ollama_pull: str
+    modelfile: bool
+    download: str
+    ollama_name: str
+    llama_command: str
+    first_file: str
+
+
+@dataclass(frozen=True)
+class CardView:
+    """Everything the card says, decided; card_templates/model_card.md.jinja only lays it out."""
+
+    front_matter: str
+    name: str
+    kind: str  # adapter | merged | gguf
+    xtuner: str
+    base_id: str
+    base_link: str
+    method_name: str
+    gguf_quants: str
+    template_note: str  # the training template the tokenizer (or the GGUF) carries; "" when there is none
+    has_modelfile: bool
+    summary_rows: tuple[tuple[str, str], ...]
+    found_run: bool
+    has_loss_png: bool
+    samples: tuple[tuple[str, str, str], ...]
+    evaluation: EvaluationSection | None
+    usage: TransformersUsage | GgufUsage
+    license: str
+    url: str
+
+
+def build_card(info: CardInfo) -> str:
+    return _template().render(asdict(card_view(info)))
+
+
+def card_view(info: CardInfo) -> CardView:
+    return CardView(
+        front_matter=render_front_matter(front_matter(info)),
+        name=info.repo.split("/")[1],
+        kind=info.kind,
+        xtuner=XTUNER,
+        base_id=info.base_id,
+        base_link=_base_link(info),
+        method_name=_method(info).split(",")[0],
+        gguf_quants=", ".join(quant_label(f) for f in info.gguf_files),
+        template_note=_template_note(info),
+        has_modelfile=info.has_modelfile,
+        summary_rows=_summary_rows(info),
+        found_run=info.summary.found,
+        has_loss_png=info.has_loss_png,
+        samples=tuple(tuple(_cell(sample.get(key)) for key in ("prompt", "before", "after"))
+                      for sample in info.summary.samples),
+        evaluation=_evaluation(info),
+        usage=_gguf_usage(info) if info.kind == "gguf" else _transformers_usage(info),
+        license=info.license,
+        url=repo_url(info.hub, info.repo),
+    )
 
 
 def _cell(text: object, limit: int = SAMPLE_CELL_CHARS) -> str:
@@ -251,44 +337,14 @@ def _method(info: CardInfo) -> str:
     return ", ".join(parts)
 
 
-def _intro(info: CardInfo) -> list[str]:
-    base = _base_link(info)
-    if info.kind == "gguf":
-        quants = ", ".join(quant_label(f) for f in info.gguf_files)
-        zh = (f"**中文**：把用 [XTuner]({XTUNER}) 训练的 LoRA 合并进 {base} 后，"
-              f"用 llama.cpp 自己的转换和量化工具导出的 GGUF 文件（{quants}），可以在 Ollama、llama.cpp、LM Studio "
-              "中离线运行。")
-        en = (f"**English**: {base} with a LoRA trained by [XTuner]({XTUNER}) merged in, exported to GGUF ({quants}) "
-              "with llama.cpp's own converter and quantizer: runs offline in Ollama, llama.cpp and LM Studio.")
-        lines = [zh, "", en]
-        if info.prompt_template:
-            lines += ["", f"GGUF 元数据带有训练时的对话模板（XTuner `{info.prompt_template}`）"
-                      + ("，`Modelfile` 的 TEMPLATE 渲染出相同的文本" if info.has_modelfile else "") + "。"
-                      f" / The GGUF metadata carries the training chat template (XTuner `{info.prompt_template}`)"
-                      + ("; the `Modelfile`'s TEMPLATE renders the same text" if info.has_modelfile else "") + "."]
-        return lines
-    if info.kind == "adapter":
-        method = _method(info).split(",")[0]
-        zh = (f"**中文**：这是用 [XTuner]({XTUNER}) 在 {base} 上做 {method} 微调得到的 PEFT 适配器（adapter）："
-              "体积小，使用时加载在基座模型之上。")
-        en = (f"**English**: a PEFT adapter for {base}, fine-tuned with [XTuner]({XTUNER}) ({method}). It is small; "
-              "load it on top of the base model.")
-    else:
-        zh = (f"**中文**：这是把用 [XTuner]({XTUNER}) 训练的 LoRA 合并进 {base} 后得到的完整模型，"
-              "可以像普通 Transformers 模型一样直接加载。")
-        en = (f"**English**: {base} with a LoRA trained by [XTuner]({XTUNER}) merged into its weights: a complete "
-              "model that loads like any Transformers model.")
-    lines = [zh, "", en]
-    if info.has_tokenizer and info.prompt_template:
-        template = info.prompt_template
-        lines += ["", f"分词器带有训练时的对话模板（XTuner `{template}`），"
-                  "`apply_chat_template` 的提示与训练时一致。"
-                  f" / The tokenizer carries the training chat template (XTuner `{template}`), so "
-                  "`apply_chat_template` prompts exactly as in training."]
-    return lines
+def _template_note(info: CardInfo) -> str:
+    """A GGUF carries the training template in its metadata; the other kinds only in their tokenizer."""
+    if info.kind != "gguf" and not info.has_tokenizer:
+        return ""
+    return info.prompt_template
 
 
-def _summary_table(info: CardInfo) -> list[str]:
+def _summary_rows(info: CardInfo) -> tuple[tuple[str, str], ...]:
     s = info.summary
     rows = [("基座模型 / Base model", f"`{info.base_id}`"), ("方法 / Method", _method(info))]
     if info.gguf_files:
@@ -316,52 +372,21 @@ def _summary_table(info: CardInfo) -> list[str]:
         rows.append(("训练时长 / Training time", f"{s.seconds:.0f} s"))
     if s.versions:
         rows.append(("版本 / Versions", ", ".join(f"{k} {v}" for k, v in s.versions.items())))
-    lines = ["| 项目 / Item | 值 / Value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in rows]
-    if not s.found:
-        lines += ["", "没有找到训练记录（run.json），以上只列出适配器本身的信息。 / No training record (run.json) was "
-                  "found next to this model; the table shows only what the files themselves say."]
-    return lines
+    return tuple(rows)
 
 
-def _evaluation(info: CardInfo) -> list[str]:
+def _evaluation(info: CardInfo) -> EvaluationSection | None:
     report = info.summary.evaluation
     if not report:
-        return []
+        return None
     rows = evalreport.rows(report)
     if not rows:
-        return []
+        return None
     engine = (report.get("engine") or {}).get("lm_eval")
-    lines = ["## 评估 / Evaluation", "",
-             "`python -m finetune eval` 的结果：身份与泄漏用训练数据里没有的问题（贪心解码），风格比较日常问题的回答，"
-             "知识题由 lm-evaluation-harness 按每个选项的对数似然打分。微调前 = 基座模型。"
-             " / From `python -m finetune eval`: identity and leaks on held-out questions the training data never "
-             "contained (greedy answers), style from the everyday answers, knowledge questions scored by "
-             f"lm-evaluation-harness{' ' + str(engine) if engine else ''} (the log-likelihood of each option). "
-             "Before = the base model.", "",
-             "| 指标 / Metric | 微调前 / Before | 微调后 / After | 目标 / Goal |", "|---|---|---|---|"]
-    for row in rows:
-        cells = [_cell(f"{row.label_zh} / {row.label}"), evalreport.fmt(row.before, row.percent),
-                 evalreport.fmt(row.after, row.percent), _cell(row.goal) if row.goal else "-"]
-        lines.append(f"| {' | '.join(cells)} |")
-    lines += ["", f"风格的相似度 / Style similarity: {evalreport.STYLE_MEASURE}.", ""]
-    if info.has_eval_png:
-        lines += ["![评估 / evaluation](eval.png)", ""]
-    return lines
-
-
-def _samples(info: CardInfo) -> list[str]:
-    if not info.summary.samples:
-        return []
-    lines = ["## 微调前后对比 / Before and after", "",
-             "同一问题，基座模型（微调前）与本模型（微调后）的回答（训练结束时自动生成）。"
-             " / The same prompts answered by the base model (before) and by this model (after), generated when "
-             "training finished.", "",
-             "| 问题 / Prompt | 微调前 / Before | 微调后 / After |", "|---|---|---|"]
-    for sample in info.summary.samples:
-        cells = [_cell(sample.get(key)) for key in ("prompt", "before", "after")]
-        lines.append(f"| {' | '.join(cells)} |")
-    return lines + [""]
+    cells = tuple((_cell(f"{row.label_zh} / {row.label}"), evalreport.fmt(row.before, row.percent),
+                   evalreport.fmt(row.after, row.percent), _cell(row.goal) if row.goal else "-") for row in rows)
+    return EvaluationSection(harness_version=str(engine) if engine else "", rows=cells,
+                             style_measure=evalreport.STYLE_MEASURE, has_chart=info.has_eval_png)
 
 
 @dataclass
@@ -393,88 +418,55 @@ def _refs(info: CardInfo) -> _Refs:
                  _py(info.base_id), f"./{name}", info.base_id)
 
 
-def _gguf_usage(info: CardInfo) -> list[str]:
+def _gguf_usage(info: CardInfo) -> GgufUsage:
     first = info.gguf_files[0]
     quant = quant_label(first)
     if info.hub == "modelscope":
         pull, download = f"modelscope.cn/{info.repo}:{quant}", f"modelscope download --model {info.repo} --local_dir ."
     else:
         pull, download = f"hf.co/{info.repo}:{quant}", f"huggingface-cli download {info.repo} --local-dir ."
-    lines = ["## 使用方法 / How to use", "", "### Ollama", "", "```bash", f"ollama run {pull}", "```", ""]
-    if info.has_modelfile:
-        name = info.repo.split("/")[1].lower()
-        lines += ["或者下载后用本仓库的 `Modelfile`（训练时的模板、停止词和默认系统提示）："
-                  " / Or download and use this repo's `Modelfile` (the training template, stop words and default "
-                  "system prompt):", "", "```bash", download, f"ollama create {name} -f Modelfile",
-                  f"ollama run {name}", "```", ""]
-    lines += ["### llama.cpp", "", "```bash", f"llama-server -hf {info.repo}:{quant}" if info.hub == "hf"
-              else f"{download} && llama-server -m {first}", "```", "",
-              "### 聊天网页 / Chat app (xtuner-assistant-kit)", "", "```bash", f"python -m app {first}", "```", ""]
-    return lines
+    llama = f"llama-server -hf {info.repo}:{quant}" if info.hub == "hf" else f"{download} && llama-server -m {first}"
+    return GgufUsage(ollama_pull=pull, modelfile=info.has_modelfile, download=download,
+                     ollama_name=info.repo.split("/")[1].lower(), llama_command=llama, first_file=first)
 
 
-def _usage(info: CardInfo) -> list[str]:
-    if info.kind == "gguf":
-        return _gguf_usage(info)
+def _transformers_usage(info: CardInfo) -> TransformersUsage:
     refs = _refs(info)
-    trust = ", trust_remote_code=True" if info.trust_remote_code else ""
-    lines = ["## 使用方法 / How to use", ""]
-    if refs.download:
-        where = "ModelScope" if info.hub == "modelscope" else "OpenXLab (git + git-lfs)"
-        lines += [f"先下载到本地 / First download from {where}:", "", "```bash", *refs.download, "```", ""]
-    tok_ref = refs.model_py if (info.has_tokenizer or info.kind == "merged") else refs.base_py
+    return TransformersUsage(
+        download_from="ModelScope" if info.hub == "modelscope" else "OpenXLab (git + git-lfs)",
+        download=tuple(refs.download),
+        base_py=refs.base_py,
+        model_py=refs.model_py,
+        tokenizer_py=refs.model_py if (info.has_tokenizer or info.kind == "merged") else refs.base_py,
+        trust=", trust_remote_code=True" if info.trust_remote_code else "",
+        xtuner_command=_xtuner_command(info, refs),
+        app_commands=_app_commands(info, refs),
+    )
+
+
+def _xtuner_command(info: CardInfo, refs: _Refs) -> str:
+    words = ["xtuner", "chat", refs.base_cli if info.kind == "adapter" else refs.model_cli]
     if info.kind == "adapter":
-        lines += ["### PEFT + Transformers", "", "```python",
-                  "from peft import PeftModel",
-                  "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-                  f"base = AutoModelForCausalLM.from_pretrained({refs.base_py}, torch_dtype=\"auto\"{trust})",
-                  f"model = PeftModel.from_pretrained(base, {refs.model_py})  # model.merge_and_unload() to merge",
-                  f"tokenizer = AutoTokenizer.from_pretrained({tok_ref}{trust})"]
-    else:
-        lines += ["### Transformers", "", "```python",
-                  "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-                  f"model = AutoModelForCausalLM.from_pretrained({refs.model_py}, torch_dtype=\"auto\"{trust})",
-                  f"tokenizer = AutoTokenizer.from_pretrained({tok_ref}{trust})"]
-    lines += ["messages = [{\"role\": \"user\", \"content\": \"请介绍一下你自己\"}]",
-              "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")",
-              "output = model.generate(inputs, max_new_tokens=128)",
-              "print(tokenizer.decode(output[0][inputs.shape[1]:], skip_special_tokens=True))", "```", ""]
-    xtuner = ["xtuner", "chat", refs.base_cli if info.kind == "adapter" else refs.model_cli]
-    if info.kind == "adapter":
-        xtuner += ["--adapter", refs.model_cli]
+        words += ["--adapter", refs.model_cli]
     if info.prompt_template:
-        xtuner += ["--prompt-template", info.prompt_template]
+        words += ["--prompt-template", info.prompt_template]
     if info.system:
-        xtuner += ["--system", info.system]
-    lines += ["### XTuner", "", "```bash", " ".join(shlex.quote(word) for word in xtuner), "```", ""]
-    lines += ["### 聊天网页 / Chat app (xtuner-assistant-kit)", "",
-              "本工具包的网页聊天应用（`python -m app`）可以直接加载它；托管演示（Space/创空间）用环境变量。"
-              " / The kit's web chat (`python -m app`) loads it directly; a hosted demo reads environment variables.",
-              "", "```bash"]
-    if info.kind == "adapter":
-        lines += [f"python -m app --adapter {shlex.quote(refs.model_cli)}"
-                  + (f" --base {shlex.quote(refs.base_cli)}" if info.hub == "modelscope" else ""),
-                  f"MODEL_ID={shlex.quote(refs.base_cli)} ADAPTER_ID={shlex.quote(refs.model_cli)} python app.py"]
-    else:
+        words += ["--system", info.system]
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def _app_commands(info: CardInfo, refs: _Refs) -> tuple[str, ...]:
+    if info.kind != "adapter":
         model = shlex.quote(refs.model_cli)
-        lines += [f"python -m app {model}", f"MODEL_ID={model} python app.py"]
-    return lines + ["```", ""]
+        return f"python -m app {model}", f"MODEL_ID={model} python app.py"
+    base_flag = f" --base {shlex.quote(refs.base_cli)}" if info.hub == "modelscope" else ""
+    return (f"python -m app --adapter {shlex.quote(refs.model_cli)}{base_flag}",
+            f"MODEL_ID={shlex.quote(refs.base_cli)} ADAPTER_ID={shlex.quote(refs.model_cli)} python app.py")
 
 
-def _limits(info: CardInfo) -> list[str]:
-    return ["## 局限 / Limitations", "",
-            f"- 继承基座模型 `{info.base_id}` 的许可证（`{info.license}`）与局限。它只在上表所列的数据上微调过，"
-            "用于你的任务前请先自行评估。",
-            f"- It inherits the license (`{info.license}`) and the limitations of `{info.base_id}`. It was fine-tuned "
-            "only on the data summarized above; evaluate it on your own task before relying on it.", ""]
-
-
-def build_card(info: CardInfo) -> str:
-    name = info.repo.split("/")[1]
-    body = [f"# {name}", "", "## 简介 / About", "", *_intro(info), "",
-            "## 训练概要 / Training summary", "", *_summary_table(info), ""]
-    if info.has_loss_png:
-        body += ["### 损失曲线 / Loss curve", "", "![损失曲线 / loss curve](loss.png)", ""]
-    body += _samples(info) + _evaluation(info) + _usage(info) + _limits(info)
-    body += [f"发布地址 / Published at: {repo_url(info.hub, info.repo)}", ""]
-    return render_front_matter(front_matter(info)) + "\n" + "\n".join(body).rstrip("\n") + "\n"
+@functools.cache
+def _template() -> jinja2.Template:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR), undefined=jinja2.StrictUndefined, autoescape=False,
+        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    return environment.get_template("model_card.md.jinja")
