@@ -1,5 +1,8 @@
-"""Typed errors of the chat app. `main()` turns each into one line (what is wrong + the fix) and exit code 2;
-`guard_main` turns any other exception into one line and exit code 70 (the base of finetune's and publish's too)."""
+"""The root of every user-facing error (AppError) and the chat app's own errors. `main()` turns each into one line
+(what is wrong + the fix) and exit code 2; `guard_main` turns any other exception into one line and exit code 70.
+
+finetune/errors.py and publish/errors.py derive from AppError (and share InputError): app/ must stay importable on
+its own (it ships alone to a Space), so the shared base lives here and the arrows point from them to it."""
 
 from __future__ import annotations
 
@@ -26,6 +29,10 @@ class AppError(Exception):
         if self.fix:
             text += f" Fix: {' '.join(self.fix.split())}"
         return text
+
+
+class InputError(AppError):
+    """A file, flag or value the user gave is missing or wrong (finetune's and publish's; both import it from here)."""
 
 
 class ModelSourceError(AppError):

@@ -9,9 +9,8 @@ import os
 import sys
 import traceback
 
-from app.errors import guard_main
+from app.errors import AppError, guard_main
 from app.quiet import quiet
-from finetune.errors import FinetuneError
 
 from . import __version__, net
 from .hubs import HUB_NAMES, HUBS, OPENXLAB_GIT_ENV, git_url
@@ -263,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dry_run:
             net.settings()  # a bad PUBLISH_* value is reported before anything is staged
         return int(args.func(args) or 0)
-    except FinetuneError as error:  # PublishError is one
+    except AppError as error:  # PublishError, and finetune's errors from the readers publish shares with it
         if os.environ.get("PUBLISH_DEBUG"):
             print(redact(traceback.format_exc()), file=sys.stderr, end="")
         print(redact(f"error: {error.one_line()}"), file=sys.stderr)
