@@ -243,6 +243,22 @@ def upload_hf(folder: Path, files: list[StagedFile], repo: str, *, token: Secret
                        max_commit_bytes=max_commit_bytes, settings=settings)
 
 
+def upload_model(folder: Path, files: list[StagedFile], repo: str, *, private: bool, message: str,
+                 work_dir: Path) -> UploadResult:
+    """The hub table's entry point for a model (publish/hubs.py): a model repo."""
+    return upload_hf(folder, files, repo, token=hf_token(), private=private, repo_type="model",
+                     commit_message=message)
+
+
+def upload_demo(folder: Path, files: list[StagedFile], repo: str, *, private: bool, message: str,
+                variables: dict[str, str], secrets: dict[str, Secret], hardware: str | None, work_dir: Path,
+                git_remote: str | None = None) -> UploadResult:
+    """The hub table's entry point for a demo: a Gradio Space with its variables, secrets and hardware."""
+    return upload_hf(folder, files, repo, token=hf_token(), private=private, repo_type="space",
+                     commit_message=message, space_sdk="gradio", space_variables=variables,
+                     space_secrets=secrets, space_hardware=hardware)
+
+
 def _upload(folder: Path, files: list[StagedFile], repo: str, *, token: Secret, private: bool, repo_type: str,
             commit_message: str, space_sdk: str, space_variables: dict[str, str],
             space_secrets: dict[str, Secret], space_hardware: str | None, max_commit_bytes: int,

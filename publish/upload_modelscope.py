@@ -92,6 +92,22 @@ def upload_modelscope(folder: Path, files: list[StagedFile], repo: str, *, token
     return UploadResult(url=url, commits=commits, sent=[f.path for f in changed], remote=remote)
 
 
+def upload_model(folder: Path, files: list[StagedFile], repo: str, *, private: bool, message: str,
+                 work_dir: Path) -> UploadResult:
+    """The hub table's entry point for a model (publish/hubs.py): a model repo."""
+    return upload_modelscope(folder, files, repo, token=modelscope_token(), private=private, repo_type="model",
+                             commit_message=message)
+
+
+def upload_demo(folder: Path, files: list[StagedFile], repo: str, *, private: bool, message: str,
+                variables: dict[str, str], secrets: dict[str, Secret], hardware: str | None, work_dir: Path,
+                git_remote: str | None = None) -> UploadResult:
+    """The hub table's entry point for a demo: a Studio with its variables and secrets, deployed."""
+    return upload_modelscope(folder, files, repo, token=modelscope_token(), private=private, repo_type="studio",
+                             commit_message=message, studio_variables=variables, studio_secrets=secrets, deploy=True,
+                             hardware=hardware)
+
+
 class _Hub:
     """One repo on one endpoint through `modelscope_hub.HubApi`; every client error leaves as one of ours."""
 
