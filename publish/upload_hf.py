@@ -32,15 +32,16 @@ from .stage import StagedFile
 
 TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 REPO_TYPES = ("model", "space")
-NETWORK_ERROR_NAMES = ("ConnectError", "ConnectionError", "Timeout", "TransportError", "ProxyError", "SSLError")
 
 
 # ------------------------------------------------------------------------------------------- token
 
 
 def _token_file() -> Path:
-    """Where `huggingface-cli login` / `hf auth login` keep the token (read now, not when huggingface_hub was
-    imported, so HF_HOME set later still counts)."""
+    """Where `huggingface-cli login` / `hf auth login` keep the token, by huggingface_hub's rules (HF_TOKEN_PATH, else
+    HF_HOME/token, else ~/.cache/huggingface/token) read now. Not `huggingface_hub.get_token()`: it reads the path
+    worked out when huggingface_hub was imported (so HF_HOME set later is missed) and cannot say where the token came
+    from, which our messages name (the source, never the value)."""
     if os.environ.get("HF_TOKEN_PATH"):
         return Path(os.environ["HF_TOKEN_PATH"]).expanduser()
     if os.environ.get("HF_HOME"):
@@ -69,15 +70,31 @@ def hf_token() -> Secret:
 # ------------------------------------------------------------------------------------------- errors
 
 
+def _client_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(the HTTP answers, the transport failures) that huggingface_hub's client raises: its typed HfHubHTTPError
+    (RepositoryNotFoundError, GatedRepoError, BadRequestError, ... are ones) and the HTTP library's own (0.x:
+    requests, whose HTTPError `whoami` raises for a 401; 1.x/2.x: httpx), and the OS's network errors."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    answers: list[type[BaseException]] = [HfHubHTTPError]
+    failures: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    with contextlib.suppress(ImportError):
+        import requests
+
+        answers.append(requests.HTTPError)
+        failures += [requests.ConnectionError, requests.Timeout]  # ProxyError, SSLError, ConnectTimeout among them
+    with contextlib.suppress(ImportError):
+        import httpx
+
+        answers.append(httpx.HTTPStatusError)
+        failures.append(httpx.TransportError)  # ConnectError, timeouts, ProxyError among them
+    return tuple(answers), tuple(failures)
+
+
 def _status(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
+    """The HTTP status of a hub answer the client raised, None for anything else."""
+    status = getattr(exc.response, "status_code", None) if isinstance(exc, _client_errors()[0]) else None
     return status if isinstance(status, int) else None
-
-
-def _is_network_error(exc: BaseException) -> bool:
-    # By class name along the MRO: requests' errors are OSErrors, httpx's are not (huggingface_hub 1.x/2.x).
-    return any(name in cls.__name__ for cls in type(exc).__mro__ for name in NETWORK_ERROR_NAMES)
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:
@@ -118,7 +135,7 @@ def _classify(exc: Exception, *, step: str, repo: str, user: str | None, endpoin
     if status is not None:
         return HubRejected(f"Hugging Face refused the request while {step} {repo} (HTTP {status}): {_short(exc)}",
                            "check the repo id and the staged files (`python -m publish ... --dry-run` shows them).")
-    if _is_network_error(exc):
+    if isinstance(exc, _client_errors()[1]):
         kind = net.failure_kind(exc)
         # The reason before "while": after "…the token:" the redactor would take it for a token value.
         return HubUnreachable(f"Cannot reach the Hugging Face Hub at {endpoint} ({net.unreachable(kind, settings)}) "
