@@ -13,6 +13,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from .console import say
+
 
 class AppError(Exception):
     """A user-facing problem: `message` says what is wrong, `fix` says what to do about it."""
@@ -81,15 +83,15 @@ def guard_main(debug_env: str, scrub: Callable[[str], str] | None = None) -> Cal
             try:
                 return main(*args, **kwargs)
             except AppError as error:  # one that main() does not catch itself
-                print(clean(f"error: {error.one_line()}"), file=sys.stderr)
+                say(clean(f"error: {error.one_line()}"))
                 return error.exit_code
             except Exception as error:
                 if os.environ.get(debug_env):
                     print(clean(traceback.format_exc()), file=sys.stderr, end="")
                 detail = " ".join(f"{type(error).__name__}: {error}".split()).rstrip(".")
                 detail = detail[:MAX_DETAIL] + "..." if len(detail) > MAX_DETAIL else detail + "."
-                print(clean(f"error: unexpected {detail} Fix: run again with {debug_env}=1 for the details (the "
-                            "traceback), and report it if the cause is not on your side."), file=sys.stderr)
+                say(clean(f"error: unexpected {detail} Fix: run again with {debug_env}=1 for the details (the "
+                          "traceback), and report it if the cause is not on your side."))
                 return EX_SOFTWARE
 
         return guarded

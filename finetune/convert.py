@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ast
 import json
-import sys
 from pathlib import Path
 
 from app import files
+from app.console import say
 
 from .errors import InputError, StageFailed
 from .fsutil import atomic_dir
@@ -145,7 +145,7 @@ def register(subparsers, formatter_class) -> None:
 
 def _main(args) -> int:
     out = convert(args.source, config=args.config, checkpoint=args.checkpoint, out=args.out, fp32=args.fp32,
-                  progress=lambda m: print(m, file=sys.stderr))
+                  progress=say)
     print(out)
     return 0
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.console import say
 from app.files import expand_path
 
 from . import evalreport
@@ -44,10 +45,6 @@ QUICK_PER_SUBJECT = 4
 GENERATION_TASKS = ("identity", "leaks", "style")
 MAX_NEW_TOKENS = 64
 GENERATION_BATCH = 30  # on CPU a batch of 30 answers in ~20 % less time than 16 (fewer, larger decoding steps)
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -153,7 +150,7 @@ def resolve_target(options: EvalOptions) -> Target:
     run_dir = None
     if path.is_dir() and ((path / "run.json").is_file() or (path / "merged").is_dir()):
         run_dir = path.resolve()
-    model = model_folder(run_dir) if run_dir else resolve_model(options.target, progress=_log)
+    model = model_folder(run_dir) if run_dir else resolve_model(options.target, progress=say)
     names = [n for n in options.names if n]
     base: Path | None = None
     weights = None
@@ -168,7 +165,7 @@ def resolve_target(options: EvalOptions) -> Target:
             if not recorded:
                 raise InputError(f"{run_dir}/run.json does not say which base model the run was trained from.",
                                  "pass it: --base MODEL_FOLDER.")
-            base = resolve_model(str(recorded), progress=_log)
+            base = resolve_model(str(recorded), progress=say)
         adapter = run_dir / "adapter" / "adapter_model.safetensors"
         if adapter.is_file():
             from .fsutil import sha256_file
@@ -182,9 +179,9 @@ def resolve_target(options: EvalOptions) -> Target:
         if not recorded:
             raise InputError(f"{model} does not say which base model it was made from (no finetune_meta.json).",
                              "name the base: --base MODEL (a folder, preset or downloaded hub id).")
-        base = resolve_model(str(recorded), progress=_log)
+        base = resolve_model(str(recorded), progress=say)
     if isinstance(options.base, str) and options.base:
-        base = resolve_model(options.base, progress=_log)
+        base = resolve_model(options.base, progress=say)
     out = expand_path(options.out) if options.out else (run_dir or Path("eval") / model.name)
     return Target(model, base, run_dir, names, out, weights)
 
@@ -233,7 +230,7 @@ def ask_pools(model: Any, tokenizer: Any, pools: dict[str, dict[str, list[str]]]
     started = time.monotonic()
 
     def report(done: int, total: int) -> None:
-        _log(f"  {label}: {done}/{total} questions answered ({time.monotonic() - started:.0f} s)")
+        say(f"  {label}: {done}/{total} questions answered ({time.monotonic() - started:.0f} s)")
 
     answers = answer_batch(model, tokenizer, [[{"role": "user", "content": p}] for _, _, p in flat],
                            max_new_tokens=max_new_tokens, batch_size=batch_size, chat_template=chat_template,
@@ -269,10 +266,10 @@ def evaluate_model(model: Any, tokenizer: Any, tasks: Tasks, *, names: list[str]
             general = answers["general"]["zh"] + answers["general"]["en"]
             result["style"] = {"diversity": diversity(general), "answers": general}
     if tasks.plan:
-        _log(f"[eval] {label}: knowledge (lm-evaluation-harness {knowledge.engine_version()})")
+        say(f"[eval] {label}: knowledge (lm-evaluation-harness {knowledge.engine_version()})")
         result["knowledge"] = knowledge.score(model, tokenizer, tasks.plan, fewshot=options.fewshot,
                                               limit=options.limit, batch_size=options.batch_size,
-                                              manager=tasks.manager, progress=_log)
+                                              manager=tasks.manager, progress=say)
     return result
 
 
@@ -322,18 +319,18 @@ def run_eval(options: EvalOptions) -> dict:
         if options.tasks:
             raise InputError("identity and leaks need the assistant's name, and none is known for "
                              f"{options.target}.", "pass it: --name 小薇 [--name-en Xiaowei].")
-        _log("[eval] no assistant name known (--name): identity and leaks are skipped")
+        say("[eval] no assistant name known (--name): identity and leaks are skipped")
         tasks.generation = [t for t in tasks.generation if t not in ("identity", "leaks")]
     template = None
     if tasks.generation:  # before loading the weights: a model without a chat template fails in a second
         template = _require_chat_template(load_tokenizer(target.model), target.model)
-    _log(f"[eval] {', '.join(tasks.names)} on {target.model}" + (f" and its base {target.base}" if target.base
+    say(f"[eval] {', '.join(tasks.names)} on {target.model}" + (f" and its base {target.base}" if target.base
                                                                   else ""))
     models: dict[str, dict] = {}
     for label, folder in (("tuned", target.model), ("base", target.base)):
         if folder is None:
             continue
-        _log(f"[eval] {label}: loading {folder}")
+        say(f"[eval] {label}: loading {folder}")
         model, tokenizer = load_model(folder, bits=options.bits)
         models[label] = evaluate_model(model, tokenizer, tasks, names=target.names, options=options, label=label,
                                        chat_template=template, identity=label == "tuned" or tasks.base_identity)

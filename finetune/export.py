@@ -9,12 +9,12 @@ f16 was asked for. The Modelfile's TEMPLATE renders the training template's text
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from app import files
+from app.console import say
 
 from . import llamacpp, modelfile
 from .chat_template import load_xtuner_template, xtuner_adds_bos
@@ -37,10 +37,6 @@ class ExportResult:
     files: dict[str, Path]  # quant -> GGUF file
     modelfile: Path | None
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def export_name(source: Path, model_dir: Path) -> str:
@@ -100,7 +96,7 @@ def training_template(model_dir: Path, prompt_template: str | None, system: str 
 
 
 def export(source: str | Path, quants: list[str] | None = None, *, out: str | Path | None = None,
-           prompt_template: str | None = None, system: str | None = None, progress=_log) -> ExportResult:
+           prompt_template: str | None = None, system: str | None = None, progress=say) -> ExportResult:
     source = Path(source)
     if not source.exists():
         raise InputError(f"{source} does not exist.", "pass a run directory or a merged model folder.")

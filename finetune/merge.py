@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 from app import files
+from app.console import say
 
 from .chat_template import build_chat_template, load_xtuner_template, stop_words, xtuner_adds_bos
 from .convert import META_FILE
@@ -178,6 +178,6 @@ def _main(args) -> int:
     source = Path(args.source)
     adapter = source / "adapter" if (source / "run.json").exists() else source
     out = merge(adapter, base=args.base, out=args.out, device=args.device, max_shard_size=args.max_shard_size,
-                system=args.system, prompt_template=args.prompt_template, progress=lambda m: print(m, file=sys.stderr))
+                system=args.system, prompt_template=args.prompt_template, progress=say)
     print(out)
     return 0

@@ -14,6 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from app.console import say
+
 from .config import ConfigSpec, add_config_arguments, write_config
 from .errors import InputError
 from .fsutil import write_json, write_jsonl
@@ -70,10 +72,6 @@ class RunResult:
     evaluation: dict | None = None  # eval.json's content (None: --no-eval and none before)
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def slug(text: str) -> str:
     cleaned = re.sub(r"[^\w\-]+", "-", text, flags=re.UNICODE).strip("-").lower()
     return cleaned or "run"
@@ -89,7 +87,7 @@ class Runner:
         from .modelload import resolve_model
 
         self.preset = get_preset(options.preset or DEFAULT_PRESET)
-        self.model_dir = resolve_model(options.model or self.preset.name, progress=_log)
+        self.model_dir = resolve_model(options.model or self.preset.name, progress=say)
         self.embedded = self.preset.embedded and options.model is None
         if options.export:  # before hours of training, not after
             from .export import check_quants
@@ -102,14 +100,14 @@ class Runner:
         key = stable_hash(key_inputs)
         if self.manifest.is_done(name, key):
             self.skipped.append(name)
-            _log(f"[{name}] done before, skipping")
+            say(f"[{name}] done before, skipping")
             return self.manifest.outputs(name)
-        _log(f"[{name}] ...")
+        say(f"[{name}] ...")
         started = time.time()
         self.manifest.start(name, key)
         outputs = action()
         self.manifest.finish(name, key, outputs, time.time() - started)
-        _log(f"[{name}] finished in {time.time() - started:.0f}s")
+        say(f"[{name}] finished in {time.time() - started:.0f}s")
         return outputs
 
     # ---------------------------------------------------------------- stages
@@ -138,14 +136,14 @@ class Runner:
 
                 cache = cache_dir() / "replay" / f"{slug(self.model_dir.name)}-{o.lang}.jsonl"
                 general = ensure_replay(self.model_dir, cache, lang=o.lang, system=self.system, batch_size=40,
-                                        max_new_tokens=REPLAY_MAX_NEW_TOKENS, progress=_log)
+                                        max_new_tokens=REPLAY_MAX_NEW_TOKENS, progress=say)
             records += mix_records(identity, general, o.mix_ratio, self.seed, self.system) if general else identity
         if not records:
             raise InputError("Nothing to train on.", "pass --name NAME (identity data) and/or --data FILE.")
         out = self.run_dir / "data" / "train.jsonl"
         write_jsonl(out, records)
         digest = self.manifest.record_input("train_data", out)
-        _log(f"  {len(records)} training records ({identity_count} identity) -> {out}")
+        say(f"  {len(records)} training records ({identity_count} identity) -> {out}")
         return {"train_data": str(out), "records": len(records), "identity": identity_count, "sha256": digest}
 
     def build_config(self, data_path: str) -> dict:
@@ -174,7 +172,7 @@ class Runner:
 
         work_dir = self.run_dir / "work_dir"
         if key_changed and work_dir.exists():
-            _log(f"  the config changed since the last training: clearing {work_dir}")
+            say(f"  the config changed since the last training: clearing {work_dir}")
             shutil.rmtree(work_dir)
         result = train(config, work_dir, resume=work_dir.exists(), deepspeed=self.o.deepspeed,
                        launch=self.o.launch, verbose=self.o.verbose)
@@ -231,10 +229,10 @@ class Runner:
 
         adapter = self.stage("convert", {"train": trained["checkpoint"], "config": train_key},
                              lambda: {"adapter": str(convert(self.run_dir, out=self.run_dir / "adapter",
-                                                             progress=_log))})
+                                                             progress=say))})
         merged = self.stage("merge", {"adapter": _file_key(Path(adapter["adapter"]) / "adapter_model.safetensors")},
                             lambda: {"merged": str(merge(adapter["adapter"], out=self.run_dir / "merged",
-                                                         progress=_log))})
+                                                         progress=say))})
         samples_out = self.stage("samples", {"merged": merged["merged"], "prompts": o.sample_prompts,
                                              "model": _file_key(Path(merged["merged"]) / "config.json")},
                                  lambda: self.make_samples(merged["merged"]))
@@ -274,7 +272,7 @@ class Runner:
     def export_gguf(self, merged: str) -> dict:
         from .export import export
 
-        result = export(merged, self.o.export, out=self.run_dir / "gguf", progress=_log)
+        result = export(merged, self.o.export, out=self.run_dir / "gguf", progress=say)
         outputs = {quant: str(path) for quant, path in result.files.items()}
         if result.modelfile:
             outputs["modelfile"] = str(result.modelfile)

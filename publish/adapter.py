@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from app.console import say
+
 from .remote import UploadResult, human_size
 from .secrets import redacted_output
 from .stage import StagedFolder, stage_adapter
-from .upload import say, upload_model
+from .upload import upload_model
 
 
 @dataclass

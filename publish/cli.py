@@ -9,6 +9,7 @@ import os
 import sys
 import traceback
 
+from app.console import say
 from app.errors import AppError, guard_main
 from app.quiet import quiet
 
@@ -265,9 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     except AppError as error:  # PublishError, and finetune's errors from the readers publish shares with it
         if os.environ.get("PUBLISH_DEBUG"):
             print(redact(traceback.format_exc()), file=sys.stderr, end="")
-        print(redact(f"error: {error.one_line()}"), file=sys.stderr)
+        say(redact(f"error: {error.one_line()}"))
         return error.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted. Fix: run the same command again; a half-staged folder is never kept.",
-              file=sys.stderr)
+        say("error: interrupted. Fix: run the same command again; a half-staged folder is never kept.")
         return 130

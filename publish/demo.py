@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from app.console import say
 from finetune.fsutil import atomic_dir
 
 from .errors import InputError
@@ -17,7 +18,7 @@ from .hubs import HUBS, check_repo_id, demo_url, get_hub
 from .remote import UploadResult
 from .secrets import from_env, redacted_output
 from .stage import StagedFile, list_files
-from .upload import say, upload_demo
+from .upload import upload_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_DIR = ROOT / "app"

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 
+from app.console import say
+
 from .adapter import Published
 from .card import quant_label
 from .remote import human_size
 from .secrets import redacted_output
 from .stage import stage_gguf
-from .upload import say, upload_model
+from .upload import upload_model
 
 
 def publish_gguf(source: str | os.PathLike, *, hub: str, repo: str, base_id: str | None = None,

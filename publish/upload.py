@@ -3,16 +3,11 @@ hub's token and client, sends a staged folder, verifies it and returns."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from .hubs import uploader
 from .remote import UploadResult
 from .secrets import Secret
-
-
-def say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def upload_model(hub: str, folder: Path, files: list, repo: str, *, private: bool, message: str,

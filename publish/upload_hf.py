@@ -11,9 +11,10 @@ import contextlib
 import hashlib
 import os
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+from app.console import say
 
 from . import hubs, net
 from .errors import (
@@ -235,10 +236,6 @@ def _pattern(path: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", path)
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 # ------------------------------------------------------------------------------------------- upload
 
 
@@ -293,7 +290,7 @@ def _upload(folder: Path, files: list[StagedFile], repo: str, *, token: Secret, 
 
     with errors("checking the token"):
         user = api.whoami()["name"]
-    _say(f"Hugging Face: logged in as {user} (token from {token.source}); repo {url}")
+    say(f"Hugging Face: logged in as {user} (token from {token.source}); repo {url}")
     with errors("creating"):
         api.create_repo(repo, private=private, repo_type=repo_type, exist_ok=True,
                         space_sdk=space_sdk if repo_type == "space" else None)
@@ -303,24 +300,24 @@ def _upload(folder: Path, files: list[StagedFile], repo: str, *, token: Secret, 
         for key, secret in space_secrets.items():
             api.add_space_secret(repo, key, secret.reveal())
         if space_variables or space_secrets:
-            _say(f"set {len(space_variables)} variable(s) and {len(space_secrets)} secret(s) on the Space")
+            say(f"set {len(space_variables)} variable(s) and {len(space_secrets)} secret(s) on the Space")
     if space_hardware:
         with errors(f"requesting {space_hardware} hardware for"):
             api.request_space_hardware(repo, space_hardware)
-        _say(f"requested {space_hardware} hardware for the Space (billed by Hugging Face while it runs)")
+        say(f"requested {space_hardware} hardware for the Space (billed by Hugging Face while it runs)")
     with errors("listing"):
         info = api.repo_info(repo, repo_type=repo_type, files_metadata=True)
     todo = _changed(files, _remote_files(info, folder, staged))
     head, commits, sent = info.sha, 0, []
     if len(todo) < len(files):
-        _say(f"skipped {len(files) - len(todo)} unchanged")
+        say(f"skipped {len(files) - len(todo)} unchanged")
     batches = _batches(todo, max_commit_bytes)
     if todo:
-        _say(f"uploading {len(todo)} files ({human_size(sum(f.size for f in todo))}) in {len(batches)} commit(s) ...")
+        say(f"uploading {len(todo)} files ({human_size(sum(f.size for f in todo))}) in {len(batches)} commit(s) ...")
     for number, batch in enumerate(batches, 1):
         part = f" (part {number}/{len(batches)})" if len(batches) > 1 else ""
         for item in batch:
-            _say(f"  {item.path} ({human_size(item.size)}){part}")
+            say(f"  {item.path} ({human_size(item.size)}){part}")
         with errors("uploading to"):
             commit = api.upload_folder(repo_id=repo, folder_path=folder, repo_type=repo_type,
                                        commit_message=commit_message + part,
@@ -332,5 +329,5 @@ def _upload(folder: Path, files: list[StagedFile], repo: str, *, token: Secret, 
         info = api.repo_info(repo, repo_type=repo_type, files_metadata=True)
     remote = _remote_files(info, folder, staged)
     verify(files, remote)
-    _say(f"done: {commits} commit(s), {len(sent)} file(s) sent, {len(files)} file(s) verified at {url}")
+    say(f"done: {commits} commit(s), {len(sent)} file(s) sent, {len(files)} file(s) verified at {url}")
     return UploadResult(url=url, commits=commits, sent=sent, remote=remote)

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from app.console import say
+
 from . import net
 from .errors import (
     AuthError,
@@ -298,4 +300,4 @@ def _set_stream(handler: logging.StreamHandler, stream) -> None:
 
 
 def _progress(line: str) -> None:
-    print(f"ModelScope: {line}", file=sys.stderr, flush=True)
+    say(f"ModelScope: {line}")

@@ -11,12 +11,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from app.console import say
 from finetune.fsutil import TMP_MARK, scratch_path
 
 from . import net
@@ -199,7 +199,7 @@ def _upload(folder, files, repo, remote, env, username, message, work_dir, setti
 
 
 def _say(text: str) -> None:
-    print(f"OpenXLab: {text}", file=sys.stderr, flush=True)
+    say(f"OpenXLab: {text}")
 
 
 def _default_branch(ls_remote: str) -> tuple[str, bool]:
