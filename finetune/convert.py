@@ -140,10 +140,10 @@ def register(subparsers, formatter_class) -> None:
     parser.add_argument("--checkpoint", default=None, help="a specific iter_N.pth (default: the newest)")
     parser.add_argument("--out", default=None, help="adapter folder (default: RUN/adapter)")
     parser.add_argument("--fp32", action="store_true", help="keep fp32 adapter weights (default fp16)")
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=handle)
 
 
-def _main(args) -> int:
+def handle(args) -> int:
     out = convert(args.source, config=args.config, checkpoint=args.checkpoint, out=args.out, fp32=args.fp32,
                   progress=say)
     print(out)

@@ -416,10 +416,10 @@ def register(subparsers, formatter_class) -> None:
                         "CPU, the engine's automatic choice on a GPU)")
     parser.add_argument("--bits", type=int, choices=(4, 8), default=None, help="load in 4/8-bit (CUDA only)")
     parser.add_argument("--out", default=None, help="folder for eval.json and eval.png (default: the run directory)")
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=handle)
 
 
-def _main(args) -> int:
+def handle(args) -> int:
     options = EvalOptions(target=args.target, base=args.base, tasks=args.tasks,
                           names=[n for n in (args.name, args.name_en) if n], out=args.out, scoring=args.scoring,
                           fewshot=args.fewshot, limit=args.limit, batch_size=args.batch_size, bits=args.bits)

@@ -218,10 +218,10 @@ def register(subparsers, formatter_class) -> None:
     parser.add_argument("--prompt-template", dest="prompt_template", default=None,
                         help="XTuner template for the Modelfile (default: the one recorded by merge)")
     parser.add_argument("--system", default=None, help="default system prompt (default: the training one)")
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=handle)
 
 
-def _main(args) -> int:
+def handle(args) -> int:
     result = export(args.source, args.quant, out=args.out, prompt_template=args.prompt_template, system=args.system)
     for path in result.files.values():
         print(path)

@@ -171,10 +171,10 @@ def register(subparsers, formatter_class) -> None:
     parser.add_argument("--system", default=None, help="default system prompt (default: the training one)")
     parser.add_argument("--prompt-template", dest="prompt_template", default=None,
                         help="XTuner template (default: the training one)")
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=handle)
 
 
-def _main(args) -> int:
+def handle(args) -> int:
     source = Path(args.source)
     adapter = source / "adapter" if (source / "run.json").exists() else source
     out = merge(adapter, base=args.base, out=args.out, device=args.device, max_shard_size=args.max_shard_size,

@@ -348,7 +348,7 @@ def register(subparsers, formatter_class) -> None:
     add_config_arguments(parser, data_required=False)
     add_launch_arguments(parser)
     add_verbose_argument(parser)
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=handle)
 
 
 CONFIG_FIELDS = ("prompt_template", "system", "pretrain", "epochs", "lr", "batch_size", "grad_accum", "max_length",
@@ -359,7 +359,7 @@ CONFIG_FIELDS = ("prompt_template", "system", "pretrain", "epochs", "lr", "batch
                  "residual_16bit")
 
 
-def _main(args) -> int:
+def handle(args) -> int:
     from .train import launch_from_args
 
     out = args.out or str(Path("runs") / slug(args.name_en or args.name or "run"))

@@ -330,10 +330,10 @@ def register(subparsers, formatter_class) -> None:
     parser.add_argument("--seed", type=int, default=None)
     add_launch_arguments(parser)
     add_verbose_argument(parser)
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=handle)
 
 
-def _main(args) -> int:
+def handle(args) -> int:
     result = train(args.config, args.work_dir, resume=args.resume, deepspeed=args.deepspeed,
                    launch=launch_from_args(args), verbose=args.verbose, seed=args.seed)
     if result.checkpoint is None:

@@ -16,6 +16,7 @@ from .errors import InputError
 from .hardware import DEFAULT_HARDWARE, Hardware, check_fit, get_hardware
 from .hubs import HUBS, check_repo_id, demo_url, get_hub
 from .remote import UploadResult
+from .report import print_demo_plan
 from .secrets import from_env, redacted_output
 from .stage import StagedFile, list_files
 from .upload import upload_demo
@@ -264,3 +265,14 @@ def publish_demo(*, hub: str, repo: str, model_id: str, adapter_id: str | None =
                              hardware=None if bundle.hardware.name == DEFAULT_HARDWARE[hub] else bundle.hardware.name,
                              work_dir=bundle.path.parent / f".git-{bundle.path.name}", git_remote=git_remote)
     return PublishedDemo(bundle, result, url if api else result.url, steps)
+
+
+def handle(args) -> int:
+    """`python -m publish demo ...`: the thin command-line wrapper (publish/cli.py holds its options)."""
+    published = publish_demo(hub=args.hub, repo=args.repo, model_id=args.model, adapter_id=args.adapter,
+                             bits=args.bits, hardware=args.hardware, private=args.private, out=args.out,
+                             title=args.title, system_prompt=args.system_prompt, compare=args.compare,
+                             check=args.check, token_secret_env=args.token_secret_env, git_remote=args.git_remote,
+                             source=args.source, dry_run=args.dry_run)
+    print_demo_plan(published, dry_run=args.dry_run)
+    return 0
