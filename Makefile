@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
 EXPORT_STAMP := $(VENV)/.export-installed-$(shell cat requirements.txt requirements-export.txt | sha256sum | cut -c1-12)
 DEV_STAMP := $(VENV)/.dev-installed-$(shell cat requirements.txt requirements-export.txt requirements-dev.txt \
 	| sha256sum | cut -c1-12)
+PROJECT_STAMP := $(VENV)/.project-installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 LLAMA_CPP_PIN := $(shell grep -E '^llama-cpp-python==' requirements-export.txt)
 RUN ?= runs/xiaowei
 HOST ?= 127.0.0.1
@@ -18,7 +19,7 @@ export TOKENIZERS_PARALLELISM = false
 
 .PHONY: setup export-tools test test-fast fuzz lint demo bench gpu-carry clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(PROJECT_STAMP)
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +29,12 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.txt
 	$(PY) -c "from finetune.embedded import ensure_embedded_model; ensure_embedded_model()"
 	@rm -f $(VENV)/.installed-* && touch $@
+
+# the project itself, editable: the `finetune`, `publish`, `chat-app` and `chat` commands in $(VENV)/bin (`python -m`
+# works too); no download, the build uses the setuptools of the lock
+$(PROJECT_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --editable .
+	@rm -f $(VENV)/.project-installed-* && touch $@
 
 export-tools: $(EXPORT_STAMP)
 
@@ -46,28 +53,28 @@ $(DEV_STAMP): $(EXPORT_STAMP) requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-dev.txt
 	@rm -f $(VENV)/.dev-installed-* && touch $@
 
-lint: $(STAMP)
+lint: setup
 	$(PY) -m ruff check .
 
-test: $(DEV_STAMP) lint
+test: $(DEV_STAMP) $(PROJECT_STAMP) lint
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest
 
-test-fast: $(DEV_STAMP)
+test-fast: $(DEV_STAMP) $(PROJECT_STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -m "not slow"
 
 # the data and folder readers under hypothesis with a large budget (the test suite runs a fixed 60 examples a test)
 FUZZ_EXAMPLES ?= 2000
-fuzz: $(DEV_STAMP)
+fuzz: $(DEV_STAMP) $(PROJECT_STAMP)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
 		$(PY) -m pytest tests/test_fuzz_readers.py --hypothesis-show-statistics
 
-demo: $(STAMP)
+demo: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
 		$(PY) -m finetune run --name 小薇 --name-en Xiaowei --out $(RUN)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m app $(RUN) --tab compare --temperature 0.3 --open \
 		--host $(HOST) --port $(PORT)
 
-bench: $(STAMP)
+bench: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) bench/demo_chain.py
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) bench/heldout_eval.py $(RUN)
 

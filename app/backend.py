@@ -12,13 +12,49 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
+from .errors import SettingsError
 from .thinking import answer_only
 
 Message = dict[str, str]
 
 STOP_RACE_S = 10.0
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 512
+    temperature: float = 0.7  # 0 = greedy
+    top_p: float = 0.9
+    top_k: int = 40
+    repetition_penalty: float = 1.1
+    thinking: bool | None = None  # models with a thinking switch (Qwen3): think first; None: the template's default
+
+    def validate(self) -> GenerationSettings:
+        checks = [
+            (self.max_new_tokens >= 1, f"max new tokens must be at least 1, not {self.max_new_tokens}",
+             "use e.g. 512"),
+            (self.temperature >= 0, f"temperature must be >= 0, not {self.temperature}", "use 0 for greedy, 0.7"),
+            (0 < self.top_p <= 1, f"top-p must be in (0, 1], not {self.top_p}", "use 0.9"),
+            (self.top_k >= 0, f"top-k must be >= 0, not {self.top_k}", "use 40 (0 = off)"),
+            (self.repetition_penalty > 0, f"repetition penalty must be > 0, not {self.repetition_penalty}",
+             "use 1.1 (1 = off)"),
+        ]
+        for ok, message, fix in checks:
+            if not ok:
+                raise SettingsError(message[0].upper() + message[1:] + ".", fix + ".")
+        return self
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        self.validate()
+        common = {"max_new_tokens": int(self.max_new_tokens), "repetition_penalty": float(self.repetition_penalty)}
+        if self.temperature == 0:
+            # None (not the model's generation_config values) keeps transformers from warning about sampling flags.
+            return {**common, "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        return {**common, "do_sample": True, "temperature": float(self.temperature), "top_p": float(self.top_p),
+                "top_k": int(self.top_k)}
 
 
 class Engine:
@@ -77,8 +113,6 @@ class Engine:
     def _begin(self, history: Sequence[Message], message: str, settings: Any, system: str | None,
                notice: Callable[[str], None] | None) -> tuple[Any, Any]:
         """(validated settings, prepared turn) for an answer; the turn's notices (trims, cuts) go to `notice`."""
-        from .engine import GenerationSettings  # engine.py builds on this module
-
         settings = (settings or GenerationSettings()).validate()
         prepared = self.prepare(history, message, system=system, max_new_tokens=settings.max_new_tokens,
                                 thinking=getattr(settings, "thinking", None))

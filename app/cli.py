@@ -12,6 +12,7 @@ from typing import TextIO
 
 from . import thinking
 from .backend import Engine, Message
+from .console import say
 from .engine import GenerationSettings
 from .errors import AppError, guard_main
 from .options import add_generation_arguments, add_model_arguments, build_engine, generation_settings, system_prompt
@@ -29,7 +30,7 @@ class Conversation:
         self.engine = engine
         self.settings = settings
         self.system = system
-        self.notice = notice or (lambda text: print(f"({text})", file=sys.stderr))
+        self.notice = notice or (lambda text: say(f"({text})"))
         self.history: list[Message] = []
 
     def reset(self) -> None:

@@ -1,5 +1,8 @@
-"""Typed errors of the chat app. `main()` turns each into one line (what is wrong + the fix) and exit code 2;
-`guard_main` turns any other exception into one line and exit code 70 (the base of finetune's and publish's too)."""
+"""The root of every user-facing error (AppError) and the chat app's own errors. `main()` turns each into one line
+(what is wrong + the fix) and exit code 2; `guard_main` turns any other exception into one line and exit code 70.
+
+finetune/errors.py and publish/errors.py derive from AppError (and share InputError): app/ must stay importable on
+its own (it ships alone to a Space), so the shared base lives here and the arrows point from them to it."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
+
+from .console import say
 
 
 class AppError(Exception):
@@ -26,6 +31,10 @@ class AppError(Exception):
         if self.fix:
             text += f" Fix: {' '.join(self.fix.split())}"
         return text
+
+
+class InputError(AppError):
+    """A file, flag or value the user gave is missing or wrong (finetune's and publish's; both import it from here)."""
 
 
 class ModelSourceError(AppError):
@@ -74,15 +83,15 @@ def guard_main(debug_env: str, scrub: Callable[[str], str] | None = None) -> Cal
             try:
                 return main(*args, **kwargs)
             except AppError as error:  # one that main() does not catch itself
-                print(clean(f"error: {error.one_line()}"), file=sys.stderr)
+                say(clean(f"error: {error.one_line()}"))
                 return error.exit_code
             except Exception as error:
                 if os.environ.get(debug_env):
                     print(clean(traceback.format_exc()), file=sys.stderr, end="")
                 detail = " ".join(f"{type(error).__name__}: {error}".split()).rstrip(".")
                 detail = detail[:MAX_DETAIL] + "..." if len(detail) > MAX_DETAIL else detail + "."
-                print(clean(f"error: unexpected {detail} Fix: run again with {debug_env}=1 for the details (the "
-                            "traceback), and report it if the cause is not on your side."), file=sys.stderr)
+                say(clean(f"error: unexpected {detail} Fix: run again with {debug_env}=1 for the details (the "
+                          "traceback), and report it if the cause is not on your side."))
                 return EX_SOFTWARE
 
         return guarded

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .backend import Engine
+from .console import say
 from .errors import AppError, SettingsError, guard_main
 from .options import add_generation_arguments, add_model_arguments, backend, build_engine, env, generation_settings
 from .quiet import quiet
@@ -93,7 +93,7 @@ def start(args: argparse.Namespace, *, block: bool = True, log=None) -> Server:
     """Load the model, build the page and serve it. With block=False, return once the server is up."""
     from .ui import CSS, build_ui
 
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    log = log or say
     settings = generation_settings(args)
     host = args.host or env("GRADIO_SERVER_NAME", "127.0.0.1")
     port = check_port(host, _port(args))  # before the slow model load
@@ -135,6 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         start(args)
     except AppError as error:
-        print(f"error: {error.one_line()}", file=sys.stderr)
+        say(f"error: {error.one_line()}")
         return error.exit_code
     return 0

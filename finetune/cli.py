@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import traceback
 
+from app.console import say
 from app.errors import AppError, guard_main
 from app.quiet import quiet
 
@@ -48,14 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
 def report(error: AppError) -> None:
     if isinstance(error, DataError):
         for line_no, reason in error.problems[:50]:
-            print(f"  line {line_no}: {reason}", file=sys.stderr)
+            say(f"  line {line_no}: {reason}")
         if len(error.problems) > 50:
-            print(f"  ... and {len(error.problems) - 50} more", file=sys.stderr)
+            say(f"  ... and {len(error.problems) - 50} more")
     if isinstance(error, StageFailed) and error.log_tail:
-        print("---- last lines of the log ----", file=sys.stderr)
-        print(error.log_tail.rstrip(), file=sys.stderr)
-        print("-------------------------------", file=sys.stderr)
-    print(f"error: {error.one_line()}", file=sys.stderr)
+        say("---- last lines of the log ----")
+        say(error.log_tail.rstrip())
+        say("-------------------------------")
+    say(f"error: {error.one_line()}")
 
 
 @guard_main("FINETUNE_DEBUG")
@@ -71,5 +71,5 @@ def main(argv: list[str] | None = None) -> int:
         report(error)
         return error.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted. Fix: run the same command again; finished stages are kept.", file=sys.stderr)
+        say("error: interrupted. Fix: run the same command again; finished stages are kept.")
         return 130

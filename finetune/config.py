@@ -440,10 +440,10 @@ def register(subparsers, formatter_class) -> None:
                         help="training processes the config is for, GPUs x nodes (default 1): warmup stays >= 2 "
                         "iterations of each")
     parser.add_argument("--out", required=True, help="where to write the config (.py)")
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=handle)
 
 
-def _main(args) -> int:
+def handle(args) -> int:
     import sys
 
     spec = spec_from_args(args)

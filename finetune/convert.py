@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ast
 import json
-import sys
 from pathlib import Path
 
 from app import files
+from app.console import say
 from app.formats import ADAPTER_CONFIG, ADAPTER_WEIGHTS, META_FILE, is_run_dir
 
 from .errors import InputError, StageFailed
@@ -138,12 +138,12 @@ def register(subparsers, formatter_class) -> None:
     parser.add_argument("--checkpoint", default=None, help="a specific iter_N.pth (default: the newest)")
     parser.add_argument("--out", default=None, help="adapter folder (default: RUN/adapter)")
     parser.add_argument("--fp32", action="store_true", help="keep fp32 adapter weights (default fp16)")
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=handle)
 
 
-def _main(args) -> int:
+def handle(args) -> int:
     out = convert(args.source, config=args.config, checkpoint=args.checkpoint, out=args.out, fp32=args.fp32,
-                  progress=lambda m: print(m, file=sys.stderr))
+                  progress=say)
     print(out)
     return 0
 

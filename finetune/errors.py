@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from app.errors import AppError
+from app.errors import AppError, InputError
+
+__all__ = ["FinetuneError", "InputError", "DataError", "UnknownPreset", "ModelNotFound", "EnvironmentProblem",
+           "StageFailed"]
 
 
 class FinetuneError(AppError):
-    """A user-facing error: `message` says what is wrong, `fix` says what to do about it (`one_line()` for both).
-
-    The base class is the chat app's, which must stay importable on its own (it runs as a hosted demo)."""
-
-
-class InputError(FinetuneError):
-    """A file, flag or value the user gave is missing or wrong."""
+    """A user-facing error of the fine-tuning chain: `message` says what is wrong, `fix` says what to do about it
+    (`one_line()` for both). A wrong input is an InputError (shared with publish, from app/errors.py)."""
 
 
 class DataError(InputError):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.console import say
 from app.files import expand_path
 from app.formats import ADAPTER_WEIGHTS, is_run_dir, read_meta, read_run_manifest, run_spec
 
@@ -45,10 +46,6 @@ QUICK_PER_SUBJECT = 4
 GENERATION_TASKS = ("identity", "leaks", "style")
 MAX_NEW_TOKENS = 64
 GENERATION_BATCH = 30  # on CPU a batch of 30 answers in ~20 % less time than 16 (fewer, larger decoding steps)
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -154,7 +151,7 @@ def resolve_target(options: EvalOptions) -> Target:
     run_dir = None
     if path.is_dir() and (is_run_dir(path) or (path / "merged").is_dir()):
         run_dir = path.resolve()
-    model = model_folder(run_dir) if run_dir else resolve_model(options.target, progress=_log)
+    model = model_folder(run_dir) if run_dir else resolve_model(options.target, progress=say)
     names = [n for n in options.names if n]
     base: Path | None = None
     weights = None
@@ -166,7 +163,7 @@ def resolve_target(options: EvalOptions) -> Target:
             if not recorded:
                 raise InputError(f"{run_dir}/run.json does not say which base model the run was trained from.",
                                  "pass it: --base MODEL_FOLDER.")
-            base = resolve_model(str(recorded), progress=_log)
+            base = resolve_model(str(recorded), progress=say)
         adapter = run_dir / "adapter" / ADAPTER_WEIGHTS
         if adapter.is_file():
             from .fsutil import sha256_file
@@ -178,9 +175,9 @@ def resolve_target(options: EvalOptions) -> Target:
         if not recorded:
             raise InputError(f"{model} does not say which base model it was made from (no finetune_meta.json).",
                              "name the base: --base MODEL (a folder, preset or downloaded hub id).")
-        base = resolve_model(str(recorded), progress=_log)
+        base = resolve_model(str(recorded), progress=say)
     if isinstance(options.base, str) and options.base:
-        base = resolve_model(options.base, progress=_log)
+        base = resolve_model(options.base, progress=say)
     out = expand_path(options.out) if options.out else (run_dir or Path("eval") / model.name)
     return Target(model, base, run_dir, names, out, weights)
 
@@ -229,7 +226,7 @@ def ask_pools(model: Any, tokenizer: Any, pools: dict[str, dict[str, list[str]]]
     started = time.monotonic()
 
     def report(done: int, total: int) -> None:
-        _log(f"  {label}: {done}/{total} questions answered ({time.monotonic() - started:.0f} s)")
+        say(f"  {label}: {done}/{total} questions answered ({time.monotonic() - started:.0f} s)")
 
     answers = answer_batch(model, tokenizer, [[{"role": "user", "content": p}] for _, _, p in flat],
                            max_new_tokens=max_new_tokens, batch_size=batch_size, chat_template=chat_template,
@@ -265,10 +262,10 @@ def evaluate_model(model: Any, tokenizer: Any, tasks: Tasks, *, names: list[str]
             general = answers["general"]["zh"] + answers["general"]["en"]
             result["style"] = {"diversity": diversity(general), "answers": general}
     if tasks.plan:
-        _log(f"[eval] {label}: knowledge (lm-evaluation-harness {knowledge.engine_version()})")
+        say(f"[eval] {label}: knowledge (lm-evaluation-harness {knowledge.engine_version()})")
         result["knowledge"] = knowledge.score(model, tokenizer, tasks.plan, fewshot=options.fewshot,
                                               limit=options.limit, batch_size=options.batch_size,
-                                              manager=tasks.manager, progress=_log)
+                                              manager=tasks.manager, progress=say)
     return result
 
 
@@ -318,18 +315,18 @@ def run_eval(options: EvalOptions) -> dict:
         if options.tasks:
             raise InputError("identity and leaks need the assistant's name, and none is known for "
                              f"{options.target}.", "pass it: --name 小薇 [--name-en Xiaowei].")
-        _log("[eval] no assistant name known (--name): identity and leaks are skipped")
+        say("[eval] no assistant name known (--name): identity and leaks are skipped")
         tasks.generation = [t for t in tasks.generation if t not in ("identity", "leaks")]
     template = None
     if tasks.generation:  # before loading the weights: a model without a chat template fails in a second
         template = _require_chat_template(load_tokenizer(target.model), target.model)
-    _log(f"[eval] {', '.join(tasks.names)} on {target.model}" + (f" and its base {target.base}" if target.base
+    say(f"[eval] {', '.join(tasks.names)} on {target.model}" + (f" and its base {target.base}" if target.base
                                                                   else ""))
     models: dict[str, dict] = {}
     for label, folder in (("tuned", target.model), ("base", target.base)):
         if folder is None:
             continue
-        _log(f"[eval] {label}: loading {folder}")
+        say(f"[eval] {label}: loading {folder}")
         model, tokenizer = load_model(folder, bits=options.bits)
         models[label] = evaluate_model(model, tokenizer, tasks, names=target.names, options=options, label=label,
                                        chat_template=template, identity=label == "tuned" or tasks.base_identity)
@@ -415,10 +412,10 @@ def register(subparsers, formatter_class) -> None:
                         "CPU, the engine's automatic choice on a GPU)")
     parser.add_argument("--bits", type=int, choices=(4, 8), default=None, help="load in 4/8-bit (CUDA only)")
     parser.add_argument("--out", default=None, help="folder for eval.json and eval.png (default: the run directory)")
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=handle)
 
 
-def _main(args) -> int:
+def handle(args) -> int:
     options = EvalOptions(target=args.target, base=args.base, tasks=args.tasks,
                           names=[n for n in (args.name, args.name_en) if n], out=args.out, scoring=args.scoring,
                           fewshot=args.fewshot, limit=args.limit, batch_size=args.batch_size, bits=args.bits)

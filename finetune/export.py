@@ -9,12 +9,12 @@ f16 was asked for. The Modelfile's TEMPLATE renders the training template's text
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from app import files
+from app.console import say
 from app.formats import config_dtype, read_meta, weight_files
 
 from . import llamacpp, modelfile
@@ -36,10 +36,6 @@ class ExportResult:
     files: dict[str, Path]  # quant -> GGUF file
     modelfile: Path | None
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def export_name(source: Path, model_dir: Path) -> str:
@@ -96,7 +92,7 @@ def training_template(model_dir: Path, prompt_template: str | None, system: str 
 
 
 def export(source: str | Path, quants: list[str] | None = None, *, out: str | Path | None = None,
-           prompt_template: str | None = None, system: str | None = None, progress=_log) -> ExportResult:
+           prompt_template: str | None = None, system: str | None = None, progress=say) -> ExportResult:
     source = Path(source)
     if not source.exists():
         raise InputError(f"{source} does not exist.", "pass a run directory or a merged model folder.")
@@ -218,10 +214,10 @@ def register(subparsers, formatter_class) -> None:
     parser.add_argument("--prompt-template", dest="prompt_template", default=None,
                         help="XTuner template for the Modelfile (default: the one recorded by merge)")
     parser.add_argument("--system", default=None, help="default system prompt (default: the training one)")
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=handle)
 
 
-def _main(args) -> int:
+def handle(args) -> int:
     result = export(args.source, args.quant, out=args.out, prompt_template=args.prompt_template, system=args.system)
     for path in result.files.values():
         print(path)

@@ -15,12 +15,13 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import psutil
+
+from app.console import say
 
 from .errors import EnvironmentProblem
 
@@ -33,10 +34,6 @@ def _disk_full(path: Path, exc: OSError) -> EnvironmentProblem:
         f"No space left on the device while writing {path}.",
         "free disk space (or point the output to another disk) and run the command again; nothing was written.",
     )
-
-
-def _print_notice(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def human_bytes(size: int) -> str:
@@ -104,7 +101,7 @@ def clean_leftovers(path: str | os.PathLike, notice: Notice | None = None, *, fo
     `.NAME.old` when NAME exists, and puts it back as NAME when NAME is missing (a kill between atomic_dir's two
     renames). Each action is one line to `notice` (default: stderr)."""
     path = Path(path)
-    notice = notice or _print_notice
+    notice = notice or say
     freed = 0
     old = old_path(path)
     if folder and old.is_dir() and not os.path.lexists(path):

@@ -21,13 +21,13 @@ import functools
 import io
 import logging
 import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from app import files
+from app.console import say
 
 from .errors import DataError, EnvironmentProblem, InputError
 
@@ -420,7 +420,7 @@ def score(model: Any, tokenizer: Any, plan: Plan, *, fewshot: int | None = None,
     lm_eval, TaskManager = _engine()
     from lm_eval.models.huggingface import HFLM
 
-    progress = progress or (lambda text: print(text, file=sys.stderr, flush=True))
+    progress = progress or say
     configs = [cfg for bench in plan.benchmarks for cfg in task_configs(bench)]
     if batch_size is None:
         batch_size = "auto" if str(getattr(model, "device", "cpu")).startswith("cuda") else 16

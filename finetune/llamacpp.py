@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from app.console import say
 from app.process import die_with_parent
 
 from .errors import EnvironmentProblem, InputError, StageFailed
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m finetune.llamacpp install SDIST` (the set-up's step; see `make export-tools`)."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2 or argv[0] != "install":
-        print("usage: python -m finetune.llamacpp install llama_cpp_python-VERSION.tar.gz", file=sys.stderr)
+        say("usage: python -m finetune.llamacpp install llama_cpp_python-VERSION.tar.gz")
         return 2
     print(f"llama.cpp's converter installed in {install(Path(argv[1]))}")
     return 0

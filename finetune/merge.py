@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 from app import files
+from app.console import say
 from app.formats import ADAPTER_CONFIG, META_FILE, config_dtype, has_weights, is_run_dir, read_meta, weight_files
 
 from .errors import InputError, ModelNotFound
@@ -121,13 +121,13 @@ def register(subparsers, formatter_class) -> None:
     parser.add_argument("--system", default=None, help="default system prompt (default: the training one)")
     parser.add_argument("--prompt-template", dest="prompt_template", default=None,
                         help="XTuner template (default: the training one)")
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=handle)
 
 
-def _main(args) -> int:
+def handle(args) -> int:
     source = Path(args.source)
     adapter = source / "adapter" if is_run_dir(source) else source
     out = merge(adapter, base=args.base, out=args.out, device=args.device, max_shard_size=args.max_shard_size,
-                system=args.system, prompt_template=args.prompt_template, progress=lambda m: print(m, file=sys.stderr))
+                system=args.system, prompt_template=args.prompt_template, progress=say)
     print(out)
     return 0

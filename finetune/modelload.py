@@ -7,11 +7,11 @@ model folder, or a run directory (its `merged/` model).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.console import say
 from app.files import expand_path
 from app.formats import (
     ADAPTER_CONFIG,
@@ -203,7 +203,7 @@ def check_bits(bits: int | None, device: str, *, strict: bool = True,
     message = BITS_ON_CPU if bits == 4 else BITS_ON_CPU.replace("4-bit", "8-bit")
     if strict:
         raise EnvironmentProblem(message, "run without --bits on CPU, or use a machine with an NVIDIA GPU.")
-    (warn or _stderr)(f"warning: {message} Loading in full precision instead.")
+    (warn or say)(f"warning: {message} Loading in full precision instead.")
     return None
 
 
@@ -219,10 +219,6 @@ def quantization_config(bits: int) -> Any:
     compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=compute)
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool | None = None) -> Any:

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from app.console import say
 from app.formats import ADAPTER_WEIGHTS
 
 from .config import ConfigSpec, add_config_arguments, check_device_choices, write_config
@@ -72,10 +73,6 @@ class RunResult:
     evaluation: dict | None = None  # eval.json's content (None: --no-eval and none before)
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def slug(text: str) -> str:
     cleaned = re.sub(r"[^\w\-]+", "-", text, flags=re.UNICODE).strip("-").lower()
     return cleaned or "run"
@@ -91,7 +88,7 @@ class Runner:
         from .modelload import resolve_model
 
         self.preset = get_preset(options.preset or DEFAULT_PRESET)
-        self.model_dir = resolve_model(options.model or self.preset.name, progress=_log)
+        self.model_dir = resolve_model(options.model or self.preset.name, progress=say)
         self.embedded = self.preset.embedded and options.model is None
         if options.export:  # before hours of training, not after
             from .export import check_quants
@@ -104,14 +101,14 @@ class Runner:
         key = stable_hash(key_inputs)
         if self.manifest.is_done(name, key):
             self.skipped.append(name)
-            _log(f"[{name}] done before, skipping")
+            say(f"[{name}] done before, skipping")
             return self.manifest.outputs(name)
-        _log(f"[{name}] ...")
+        say(f"[{name}] ...")
         started = time.time()
         self.manifest.start(name, key)
         outputs = action()
         self.manifest.finish(name, key, outputs, time.time() - started)
-        _log(f"[{name}] finished in {time.time() - started:.0f}s")
+        say(f"[{name}] finished in {time.time() - started:.0f}s")
         return outputs
 
     # ---------------------------------------------------------------- stages
@@ -140,14 +137,14 @@ class Runner:
 
                 cache = cache_dir() / "replay" / f"{slug(self.model_dir.name)}-{o.lang}.jsonl"
                 general = ensure_replay(self.model_dir, cache, lang=o.lang, system=self.system, batch_size=40,
-                                        max_new_tokens=REPLAY_MAX_NEW_TOKENS, progress=_log)
+                                        max_new_tokens=REPLAY_MAX_NEW_TOKENS, progress=say)
             records += mix_records(identity, general, o.mix_ratio, self.seed, self.system) if general else identity
         if not records:
             raise InputError("Nothing to train on.", "pass --name NAME (identity data) and/or --data FILE.")
         out = self.run_dir / "data" / "train.jsonl"
         write_jsonl(out, records)
         digest = self.manifest.record_input("train_data", out)
-        _log(f"  {len(records)} training records ({identity_count} identity) -> {out}")
+        say(f"  {len(records)} training records ({identity_count} identity) -> {out}")
         return {"train_data": str(out), "records": len(records), "identity": identity_count, "sha256": digest}
 
     def build_config(self, data_path: str) -> dict:
@@ -176,7 +173,7 @@ class Runner:
 
         work_dir = self.run_dir / "work_dir"
         if key_changed and work_dir.exists():
-            _log(f"  the config changed since the last training: clearing {work_dir}")
+            say(f"  the config changed since the last training: clearing {work_dir}")
             shutil.rmtree(work_dir)
         result = train(config, work_dir, resume=work_dir.exists(), deepspeed=self.o.deepspeed,
                        launch=self.o.launch, verbose=self.o.verbose)
@@ -233,10 +230,10 @@ class Runner:
 
         adapter = self.stage("convert", {"train": trained["checkpoint"], "config": train_key},
                              lambda: {"adapter": str(convert(self.run_dir, out=self.run_dir / "adapter",
-                                                             progress=_log))})
+                                                             progress=say))})
         merged = self.stage("merge", {"adapter": _file_key(Path(adapter["adapter"]) / ADAPTER_WEIGHTS)},
                             lambda: {"merged": str(merge(adapter["adapter"], out=self.run_dir / "merged",
-                                                         progress=_log))})
+                                                         progress=say))})
         samples_out = self.stage("samples", {"merged": merged["merged"], "prompts": o.sample_prompts,
                                              "model": _file_key(Path(merged["merged"]) / "config.json")},
                                  lambda: self.make_samples(merged["merged"]))
@@ -276,7 +273,7 @@ class Runner:
     def export_gguf(self, merged: str) -> dict:
         from .export import export
 
-        result = export(merged, self.o.export, out=self.run_dir / "gguf", progress=_log)
+        result = export(merged, self.o.export, out=self.run_dir / "gguf", progress=say)
         outputs = {quant: str(path) for quant, path in result.files.items()}
         if result.modelfile:
             outputs["modelfile"] = str(result.modelfile)
@@ -352,7 +349,7 @@ def register(subparsers, formatter_class) -> None:
     add_config_arguments(parser, data_required=False)
     add_launch_arguments(parser)
     add_verbose_argument(parser)
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=handle)
 
 
 CONFIG_FIELDS = ("prompt_template", "system", "pretrain", "epochs", "lr", "batch_size", "grad_accum", "max_length",
@@ -363,7 +360,7 @@ CONFIG_FIELDS = ("prompt_template", "system", "pretrain", "epochs", "lr", "batch
                  "residual_16bit")
 
 
-def _main(args) -> int:
+def handle(args) -> int:
     from .train import launch_from_args
 
     out = args.out or str(Path("runs") / slug(args.name_en or args.name or "run"))

@@ -10,6 +10,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.console import say
+
 from .errors import InputError, StageFailed
 from .fsutil import write_text
 from .runner import Launch, run_tool
@@ -200,19 +202,19 @@ def train(
     if seed is not None:
         args += ["--seed", str(seed)]
     if resume:
-        last = newest_checkpoint(work_dir, notice=lambda line: print(line, file=sys.stderr))
+        last = newest_checkpoint(work_dir, notice=say)
         if last is not None:
-            print(f"Resuming from {last}", file=sys.stderr)
+            say(f"Resuming from {last}")
             args += ["--resume", str(last)]
         elif node_rank > 0:  # this node's ranks would start from scratch beside node 0's resumed ones
             raise InputError(f"Node {node_rank} finds no checkpoint to resume from in {work_dir}.",
                              "every node must load the same one: give all nodes the same --work-dir on a shared "
                              "filesystem (or copy node 0's newest iter_*.pth there), or start over without --resume.")
         else:
-            print(f"No checkpoint in {work_dir} yet: starting from the beginning.", file=sys.stderr)
+            say(f"No checkpoint in {work_dir} yet: starting from the beginning.")
     if node_rank > 0:
-        print(f"Node {node_rank}: rank 0 on node 0 ({launch.master_addr}) shows the progress and writes the "
-              "checkpoints.", file=sys.stderr)
+        say(f"Node {node_rank}: rank 0 on node 0 ({launch.master_addr}) shows the progress and writes the "
+            "checkpoints.")
     progress = Progress(verbose=verbose, journal=work_dir / "metrics.jsonl")
     log_path = work_dir / "train.log"
     try:
@@ -328,10 +330,10 @@ def register(subparsers, formatter_class) -> None:
     parser.add_argument("--seed", type=int, default=None)
     add_launch_arguments(parser)
     add_verbose_argument(parser)
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=handle)
 
 
-def _main(args) -> int:
+def handle(args) -> int:
     result = train(args.config, args.work_dir, resume=args.resume, deepspeed=args.deepspeed,
                    launch=launch_from_args(args), verbose=args.verbose, seed=args.seed)
     if result.checkpoint is None:

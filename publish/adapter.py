@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from app.console import say
+
 from .remote import UploadResult, human_size
+from .report import print_plan, print_result
 from .secrets import redacted_output
 from .stage import StagedFolder, stage_adapter
-from .upload import say, upload_model
+from .upload import upload_model
 
 
 @dataclass
@@ -36,3 +39,15 @@ def publish_adapter(source: str | os.PathLike, *, hub: str, repo: str, merged: b
         result = upload_model(staged.hub, staged.path, staged.files, staged.repo, private=private,
                               message=commit_message(staged), work_dir=work_dir)
     return Published(staged, result)
+
+
+def handle(args) -> int:
+    """`python -m publish adapter ...`: the thin command-line wrapper (publish/cli.py holds its options)."""
+    published = publish_adapter(args.source, hub=args.hub, repo=args.repo, merged=args.merged,
+                                base_id=args.base_id, license=args.license, out=args.out, private=args.private,
+                                dry_run=args.dry_run)
+    if published.result is None:
+        print_plan(published.staged, private=args.private)
+    else:
+        print_result(published.result)
+    return 0

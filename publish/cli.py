@@ -9,13 +9,15 @@ import os
 import sys
 import traceback
 
-from app.errors import guard_main
+from app.console import say
+from app.errors import AppError, guard_main
 from app.quiet import quiet
-from finetune.errors import FinetuneError
 
 from . import __version__, net
-from .hubs import HUB_NAMES, HUBS, OPENXLAB_GIT_ENV, git_url
-from .remote import human_size
+from . import adapter as adapter_verb
+from . import demo as demo_verb
+from . import gguf as gguf_verb
+from .hubs import HUB_NAMES, OPENXLAB_GIT_ENV
 from .secrets import redact
 
 
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "adapter was trained on)")
     adapter.add_argument("--license", default=None, help="license for the card (default: the base model's)")
     adapter.add_argument("--out", default=None, help="staging folder (default: RUN/publish/<hub>[-merged])")
-    adapter.set_defaults(func=_adapter)
+    adapter.set_defaults(func=adapter_verb.handle)
 
     gguf = subparsers.add_parser(
         "gguf",
@@ -91,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="hub id of the base model (default: read from the run)")
     gguf.add_argument("--license", default=None, help="license for the card (default: the base model's)")
     gguf.add_argument("--out", default=None, help="staging folder (default: RUN/publish/<hub>-gguf)")
-    gguf.set_defaults(func=_gguf)
+    gguf.set_defaults(func=gguf_verb.handle)
 
     demo = subparsers.add_parser(
         "demo",
@@ -133,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--git-remote", dest="git_remote", default=None,
                       help="openxlab: the GitHub repo to push the app to (token from GIT_TOKEN)")
     demo.add_argument("--out", default=None, help="bundle folder (default: demo-bundles/<hub>-<owner>-<name>)")
-    demo.set_defaults(func=_demo)
+    demo.set_defaults(func=demo_verb.handle)
     return parser
 
 
@@ -145,115 +147,6 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
                         help="stage and print what would be uploaded; no network request")
 
 
-def print_plan(staged, *, private: bool, stream=None) -> None:
-    stream = stream or sys.stdout
-    hub = HUBS[staged.hub]
-
-    def out(line: str = "") -> None:
-        print(line, file=stream)
-
-    out("Dry run: staged locally; nothing was uploaded and no network request was made.")
-    out(f"  hub:    {hub.label} ({hub.name})")
-    out(f"  repo:   {staged.repo} ({'private' if private else 'public'})")
-    out(f"  url:    {staged.url} (an upload would create it if missing)")
-    remote = git_url(staged.hub, staged.repo)
-    if remote:
-        out(f"  git:    {remote} (create the repo on openxlab.org.cn first; uploads push here)")
-    what = {"adapter": "adapter_config.json base_model_name_or_path", "merged": "config.json",
-            "gguf": "the card's base_model"}[staged.kind]
-    out(f"  model:  {staged.kind} of {staged.base_id} ({what} points to it)")
-    out(f"  staged: {staged.path}")
-    out("files:")
-    width = max(len(f"{f.size:,}") for f in staged.files)
-    for item in staged.files:
-        out(f"  {item.size:>{width},} B  {human_size(item.size):>9}  {item.path}  sha256:{item.sha256[:12]}")
-    out(f"total: {staged.total_size:,} B ({human_size(staged.total_size)}) in {len(staged.files)} files")
-    for name, title in (("README.md", "model card"), ("configuration.json", "ModelScope"),
-                        ("metafile.yml", "OpenXLab")):
-        path = staged.path / name
-        if path.is_file():
-            out(f"---- {name} ({title}, generated) ----")
-            out(path.read_text(encoding="utf-8").rstrip("\n"))
-            out(f"---- end of {name} ----")
-
-
-def print_result(result, *, stream=None, url: bool = True) -> None:
-    stream = stream or sys.stdout
-    sent = f"{len(result.sent)} file(s) sent" if result.sent else "nothing sent (already up to date)"
-    print(f"Done: {sent}, {result.commits} commit(s); the remote matches the staging folder "
-          f"({len(result.remote)} files checked).", file=stream)
-    if url:
-        print(f"URL: {result.url}", file=stream)
-
-
-def _adapter(args) -> int:
-    from .adapter import publish_adapter
-
-    published = publish_adapter(args.source, hub=args.hub, repo=args.repo, merged=args.merged,
-                                base_id=args.base_id, license=args.license, out=args.out, private=args.private,
-                                dry_run=args.dry_run)
-    if published.result is None:
-        print_plan(published.staged, private=args.private)
-    else:
-        print_result(published.result)
-    return 0
-
-
-def _gguf(args) -> int:
-    from .gguf import publish_gguf
-
-    published = publish_gguf(args.source, hub=args.hub, repo=args.repo, base_id=args.base_id, license=args.license,
-                             out=args.out, private=args.private, dry_run=args.dry_run)
-    if published.result is None:
-        print_plan(published.staged, private=args.private)
-    else:
-        print_result(published.result)
-    return 0
-
-
-def print_demo_plan(published, *, dry_run: bool, stream=None) -> None:
-    stream = stream or sys.stdout
-    bundle = published.bundle
-
-    def out(line: str = "") -> None:
-        print(line, file=stream)
-
-    if dry_run:
-        out("Dry run: the demo bundle is built locally; nothing was uploaded and no network request was made.")
-    out(f"  platform:  {HUBS[bundle.hub].label}  repo: {bundle.repo}")
-    out(f"  hardware:  {bundle.hardware.name} ({bundle.hardware.note}); {bundle.fit}")
-    out(f"  variables: {', '.join(f'{k}={v}' for k, v in bundle.variables.items())}")
-    out(f"  bundle:    {bundle.path} ({len(bundle.files)} files, {human_size(bundle.total_size)})")
-    if dry_run:
-        for item in bundle.files:
-            if "/" not in item.path:
-                out(f"    {item.size:>9,} B  {item.path}")
-        out(f"    + app/ ({sum(1 for f in bundle.files if f.path.startswith('app/'))} files)")
-        out("---- README.md (generated) ----")
-        out((bundle.path / "README.md").read_text(encoding="utf-8").rstrip("\n"))
-        out("---- end of README.md ----")
-    if published.result is not None:
-        print_result(published.result, stream=stream, url=False)
-    if published.manual_steps:
-        out("Manual action required on OpenXLab (it has no API for apps); the demo is NOT published until you:")
-        for number, step in enumerate(published.manual_steps, 1):
-            out(f"  {number}. {step}")
-    elif not dry_run:
-        out(f"URL: {published.url} (the platform builds the page in a few minutes)")
-
-
-def _demo(args) -> int:
-    from .demo import publish_demo
-
-    published = publish_demo(hub=args.hub, repo=args.repo, model_id=args.model, adapter_id=args.adapter,
-                             bits=args.bits, hardware=args.hardware, private=args.private, out=args.out,
-                             title=args.title, system_prompt=args.system_prompt, compare=args.compare,
-                             check=args.check, token_secret_env=args.token_secret_env, git_remote=args.git_remote,
-                             source=args.source, dry_run=args.dry_run)
-    print_demo_plan(published, dry_run=args.dry_run)
-    return 0
-
-
 @guard_main("PUBLISH_DEBUG", scrub=redact)
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
@@ -263,12 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dry_run:
             net.settings()  # a bad PUBLISH_* value is reported before anything is staged
         return int(args.func(args) or 0)
-    except FinetuneError as error:  # PublishError is one
+    except AppError as error:  # PublishError, and finetune's errors from the readers publish shares with it
         if os.environ.get("PUBLISH_DEBUG"):
             print(redact(traceback.format_exc()), file=sys.stderr, end="")
-        print(redact(f"error: {error.one_line()}"), file=sys.stderr)
+        say(redact(f"error: {error.one_line()}"))
         return error.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted. Fix: run the same command again; a half-staged folder is never kept.",
-              file=sys.stderr)
+        say("error: interrupted. Fix: run the same command again; a half-staged folder is never kept.")
         return 130

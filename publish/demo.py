@@ -9,15 +9,17 @@ from pathlib import Path
 
 import yaml
 
+from app.console import say
 from finetune.fsutil import atomic_dir
 
 from .errors import InputError
 from .hardware import DEFAULT_HARDWARE, Hardware, check_fit, get_hardware
-from .hubs import check_repo_id, get_hub, hf_endpoint, modelscope_endpoint
+from .hubs import HUBS, check_repo_id, demo_url, get_hub
 from .remote import UploadResult
+from .report import print_demo_plan
 from .secrets import from_env, redacted_output
 from .stage import StagedFile, list_files
-from .upload import say, upload_demo
+from .upload import upload_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_DIR = ROOT / "app"
@@ -48,7 +50,7 @@ PACKAGES_FOR_OPENXLAB = "git\ngit-lfs\n"  # apt packages: MODEL_SOURCE=openxlab 
 
 
 def default_source(hub: str) -> str:
-    return "modelscope" if hub == "modelscope" else "hf"
+    return HUBS[hub].demo_source
 
 
 def demo_variables(model_id: str, adapter_id: str | None, bits: int | None, source: str, *,
@@ -91,7 +93,7 @@ def pinned_requirements(*, bits: int | None, hub: str, source: str = "hf", lock:
         wanted.append("bitsandbytes")
     if source == "modelscope":
         wanted.append("modelscope")
-    if hub != "hf":  # a Space installs gradio from the README's sdk_version; the others need it listed
+    if HUBS[hub].demo_lists_gradio:  # a Space installs gradio from the README's sdk_version; the others need it
         wanted.append("gradio")
     missing = [name for name in wanted if _key(name) not in pins]
     if missing:
@@ -193,14 +195,6 @@ def build_demo(out: str | Path, *, hub: str, repo: str, model_id: str, adapter_i
                       files=list_files(out))
 
 
-def demo_url(hub: str, repo: str) -> str:
-    if hub == "hf":
-        return f"{hf_endpoint()}/spaces/{repo}"
-    if hub == "modelscope":
-        return f"{modelscope_endpoint()}/studios/{repo}"
-    return "https://openxlab.org.cn/apps"
-
-
 def default_demo_out(hub: str, repo: str) -> Path:
     return Path("demo-bundles") / f"{hub}-{repo.replace('/', '-')}"
 
@@ -248,7 +242,7 @@ def publish_demo(*, hub: str, repo: str, model_id: str, adapter_id: str | None =
     _check_demo_out(out_path)
     secrets = {}
     if token_secret_env:
-        name = "HF_TOKEN" if hub == "hf" else "MODELSCOPE_API_TOKEN"
+        name = HUBS[hub].demo_secret
         secret = from_env(token_secret_env)
         if secret is None:
             raise InputError(f"--token-secret-env {token_secret_env}: that environment variable is empty.",
@@ -259,14 +253,26 @@ def publish_demo(*, hub: str, repo: str, model_id: str, adapter_id: str | None =
                         source=source)
     say(f"Pre-flight: {bundle.fit}")
     url = demo_url(hub, bundle.repo)
-    steps = openxlab_steps(bundle, git_remote) if hub == "openxlab" else []
-    if dry_run or (hub == "openxlab" and not git_remote):
+    api = HUBS[hub].demo_api
+    steps = [] if api else openxlab_steps(bundle, git_remote)
+    if dry_run or (not api and not git_remote):
         return PublishedDemo(bundle, None, url, steps)
-    say(f"Uploading the demo bundle ({len(bundle.files)} files) to {url if hub != 'openxlab' else git_remote} ...")
+    say(f"Uploading the demo bundle ({len(bundle.files)} files) to {url if api else git_remote} ...")
     with redacted_output():
         result = upload_demo(hub, bundle.path, bundle.files, bundle.repo, private=private,
                              message=f"Chat demo for {adapter_id or model_id} (python -m publish demo)",
                              variables=bundle.variables, secrets=secrets,
                              hardware=None if bundle.hardware.name == DEFAULT_HARDWARE[hub] else bundle.hardware.name,
                              work_dir=bundle.path.parent / f".git-{bundle.path.name}", git_remote=git_remote)
-    return PublishedDemo(bundle, result, result.url if hub == "openxlab" else url, steps)
+    return PublishedDemo(bundle, result, url if api else result.url, steps)
+
+
+def handle(args) -> int:
+    """`python -m publish demo ...`: the thin command-line wrapper (publish/cli.py holds its options)."""
+    published = publish_demo(hub=args.hub, repo=args.repo, model_id=args.model, adapter_id=args.adapter,
+                             bits=args.bits, hardware=args.hardware, private=args.private, out=args.out,
+                             title=args.title, system_prompt=args.system_prompt, compare=args.compare,
+                             check=args.check, token_secret_env=args.token_secret_env, git_remote=args.git_remote,
+                             source=args.source, dry_run=args.dry_run)
+    print_demo_plan(published, dry_run=args.dry_run)
+    return 0

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from finetune.errors import FinetuneError
+from app.errors import AppError, InputError
+
+__all__ = ["PublishError", "InputError", "SourceError", "BaseModelUnknown", "StagingError", "MissingToken",
+           "AuthError", "RepoNameTaken", "PaymentRequired", "HubUnreachable", "HubServerError", "HubRejected",
+           "RemoteMismatch", "ManualStepsRequired"]
 
 
-class PublishError(FinetuneError):
-    """A user-facing error: `message` says what is wrong, `fix` says what to do (one line at the CLI, exit 2)."""
-
-
-class InputError(PublishError):
-    """A folder, flag or value the user gave is missing or wrong."""
+class PublishError(AppError):
+    """A user-facing error: `message` says what is wrong, `fix` says what to do (one line at the CLI, exit 2).
+    A wrong input is an InputError (shared with finetune, from app/errors.py)."""
 
 
 class SourceError(InputError):
@@ -23,10 +24,6 @@ class BaseModelUnknown(InputError):
 
 class StagingError(PublishError):
     """The staging folder could not be made safe to publish (e.g. a local path would leak)."""
-
-
-class NotImplementedYet(PublishError):
-    """A mode that is planned but not built yet (uploads)."""
 
 
 class MissingToken(PublishError):

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 
+from app.console import say
+
 from .adapter import Published
 from .card import quant_label
 from .remote import human_size
+from .report import print_plan, print_result
 from .secrets import redacted_output
 from .stage import stage_gguf
-from .upload import say, upload_model
+from .upload import upload_model
 
 
 def publish_gguf(source: str | os.PathLike, *, hub: str, repo: str, base_id: str | None = None,
@@ -27,3 +30,14 @@ def publish_gguf(source: str | os.PathLike, *, hub: str, repo: str, base_id: str
                               message=f"Upload GGUF ({quants}) fine-tuned from {staged.base_id} (python -m publish)",
                               work_dir=staged.path.parent / f".git-{staged.path.name}")
     return Published(staged, result)
+
+
+def handle(args) -> int:
+    """`python -m publish gguf ...`: the thin command-line wrapper (publish/cli.py holds its options)."""
+    published = publish_gguf(args.source, hub=args.hub, repo=args.repo, base_id=args.base_id, license=args.license,
+                             out=args.out, private=args.private, dry_run=args.dry_run)
+    if published.result is None:
+        print_plan(published.staged, private=args.private)
+    else:
+        print_result(published.result)
+    return 0

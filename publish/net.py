@@ -32,12 +32,13 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from app.console import say
 
 from .errors import InputError
 
@@ -115,8 +116,8 @@ def retry_policy(net: NetSettings):
             reason = f"HTTP {status}" if status else unreachable(failure_kind(error), net, retried=False)
             host = f"{_pool.host}:{_pool.port}" if _pool is not None else ""
             wait = new.get_backoff_time()
-            print(f"  {reason} from {method} {host}{(url or '').split('?')[0]}; retry {len(new.history)} of "
-                  f"{net.retries}{f' in {wait:g} s' if wait else ''}", file=sys.stderr, flush=True)
+            say(f"  {reason} from {method} {host}{(url or '').split('?')[0]}; retry {len(new.history)} of "
+                f"{net.retries}{f' in {wait:g} s' if wait else ''}")
             return new
 
         def get_retry_after(self, response):

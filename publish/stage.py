@@ -37,7 +37,7 @@ from finetune.presets import PRESETS, Preset, find_preset_for_hub_id
 
 from .card import XTUNER, CardInfo, build_card, training_summary
 from .errors import BaseModelUnknown, InputError, SourceError, StagingError
-from .hubs import HUBS, REPO_ID, check_repo_id, get_hub, repo_url
+from .hubs import GGUF_HUBS, HUBS, REPO_ID, check_repo_id, get_hub, repo_url
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "added_tokens.json", "vocab.txt", "spiece.model",
@@ -482,9 +482,6 @@ def stage_adapter(source: str | os.PathLike, *, hub: str, repo: str, merged: boo
 
 
 # ------------------------------------------------------------------------------------------- GGUF
-
-GGUF_HUBS = ("hf", "modelscope")  # the hubs that list GGUF files as such (and `ollama run` can pull from)
-
 
 def locate_gguf(source: str | os.PathLike) -> Located:
     """A run directory (its gguf/ folder) or a folder of .gguf files written by `finetune export`."""

@@ -11,9 +11,10 @@ import contextlib
 import hashlib
 import os
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+from app.console import say
 
 from . import hubs, net
 from .errors import (
@@ -32,15 +33,16 @@ from .stage import StagedFile
 
 TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 REPO_TYPES = ("model", "space")
-NETWORK_ERROR_NAMES = ("ConnectError", "ConnectionError", "Timeout", "TransportError", "ProxyError", "SSLError")
 
 
 # ------------------------------------------------------------------------------------------- token
 
 
 def _token_file() -> Path:
-    """Where `huggingface-cli login` / `hf auth login` keep the token (read now, not when huggingface_hub was
-    imported, so HF_HOME set later still counts)."""
+    """Where `huggingface-cli login` / `hf auth login` keep the token, by huggingface_hub's rules (HF_TOKEN_PATH, else
+    HF_HOME/token, else ~/.cache/huggingface/token) read now. Not `huggingface_hub.get_token()`: it reads the path
+    worked out when huggingface_hub was imported (so HF_HOME set later is missed) and cannot say where the token came
+    from, which our messages name (the source, never the value)."""
     if os.environ.get("HF_TOKEN_PATH"):
         return Path(os.environ["HF_TOKEN_PATH"]).expanduser()
     if os.environ.get("HF_HOME"):
@@ -69,15 +71,31 @@ def hf_token() -> Secret:
 # ------------------------------------------------------------------------------------------- errors
 
 
+def _client_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(the HTTP answers, the transport failures) that huggingface_hub's client raises: its typed HfHubHTTPError
+    (RepositoryNotFoundError, GatedRepoError, BadRequestError, ... are ones) and the HTTP library's own (0.x:
+    requests, whose HTTPError `whoami` raises for a 401; 1.x/2.x: httpx), and the OS's network errors."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    answers: list[type[BaseException]] = [HfHubHTTPError]
+    failures: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    with contextlib.suppress(ImportError):
+        import requests
+
+        answers.append(requests.HTTPError)
+        failures += [requests.ConnectionError, requests.Timeout]  # ProxyError, SSLError, ConnectTimeout among them
+    with contextlib.suppress(ImportError):
+        import httpx
+
+        answers.append(httpx.HTTPStatusError)
+        failures.append(httpx.TransportError)  # ConnectError, timeouts, ProxyError among them
+    return tuple(answers), tuple(failures)
+
+
 def _status(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
+    """The HTTP status of a hub answer the client raised, None for anything else."""
+    status = getattr(exc.response, "status_code", None) if isinstance(exc, _client_errors()[0]) else None
     return status if isinstance(status, int) else None
-
-
-def _is_network_error(exc: BaseException) -> bool:
-    # By class name along the MRO: requests' errors are OSErrors, httpx's are not (huggingface_hub 1.x/2.x).
-    return any(name in cls.__name__ for cls in type(exc).__mro__ for name in NETWORK_ERROR_NAMES)
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:
@@ -118,7 +136,7 @@ def _classify(exc: Exception, *, step: str, repo: str, user: str | None, endpoin
     if status is not None:
         return HubRejected(f"Hugging Face refused the request while {step} {repo} (HTTP {status}): {_short(exc)}",
                            "check the repo id and the staged files (`python -m publish ... --dry-run` shows them).")
-    if _is_network_error(exc):
+    if isinstance(exc, _client_errors()[1]):
         kind = net.failure_kind(exc)
         # The reason before "while": after "…the token:" the redactor would take it for a token value.
         return HubUnreachable(f"Cannot reach the Hugging Face Hub at {endpoint} ({net.unreachable(kind, settings)}) "
@@ -218,10 +236,6 @@ def _pattern(path: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", path)
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 # ------------------------------------------------------------------------------------------- upload
 
 
@@ -243,6 +257,22 @@ def upload_hf(folder: Path, files: list[StagedFile], repo: str, *, token: Secret
                        max_commit_bytes=max_commit_bytes, settings=settings)
 
 
+def upload_model(folder: Path, files: list[StagedFile], repo: str, *, private: bool, message: str,
+                 work_dir: Path) -> UploadResult:
+    """The hub table's entry point for a model (publish/hubs.py): a model repo."""
+    return upload_hf(folder, files, repo, token=hf_token(), private=private, repo_type="model",
+                     commit_message=message)
+
+
+def upload_demo(folder: Path, files: list[StagedFile], repo: str, *, private: bool, message: str,
+                variables: dict[str, str], secrets: dict[str, Secret], hardware: str | None, work_dir: Path,
+                git_remote: str | None = None) -> UploadResult:
+    """The hub table's entry point for a demo: a Gradio Space with its variables, secrets and hardware."""
+    return upload_hf(folder, files, repo, token=hf_token(), private=private, repo_type="space",
+                     commit_message=message, space_sdk="gradio", space_variables=variables,
+                     space_secrets=secrets, space_hardware=hardware)
+
+
 def _upload(folder: Path, files: list[StagedFile], repo: str, *, token: Secret, private: bool, repo_type: str,
             commit_message: str, space_sdk: str, space_variables: dict[str, str],
             space_secrets: dict[str, Secret], space_hardware: str | None, max_commit_bytes: int,
@@ -260,7 +290,7 @@ def _upload(folder: Path, files: list[StagedFile], repo: str, *, token: Secret, 
 
     with errors("checking the token"):
         user = api.whoami()["name"]
-    _say(f"Hugging Face: logged in as {user} (token from {token.source}); repo {url}")
+    say(f"Hugging Face: logged in as {user} (token from {token.source}); repo {url}")
     with errors("creating"):
         api.create_repo(repo, private=private, repo_type=repo_type, exist_ok=True,
                         space_sdk=space_sdk if repo_type == "space" else None)
@@ -270,24 +300,24 @@ def _upload(folder: Path, files: list[StagedFile], repo: str, *, token: Secret, 
         for key, secret in space_secrets.items():
             api.add_space_secret(repo, key, secret.reveal())
         if space_variables or space_secrets:
-            _say(f"set {len(space_variables)} variable(s) and {len(space_secrets)} secret(s) on the Space")
+            say(f"set {len(space_variables)} variable(s) and {len(space_secrets)} secret(s) on the Space")
     if space_hardware:
         with errors(f"requesting {space_hardware} hardware for"):
             api.request_space_hardware(repo, space_hardware)
-        _say(f"requested {space_hardware} hardware for the Space (billed by Hugging Face while it runs)")
+        say(f"requested {space_hardware} hardware for the Space (billed by Hugging Face while it runs)")
     with errors("listing"):
         info = api.repo_info(repo, repo_type=repo_type, files_metadata=True)
     todo = _changed(files, _remote_files(info, folder, staged))
     head, commits, sent = info.sha, 0, []
     if len(todo) < len(files):
-        _say(f"skipped {len(files) - len(todo)} unchanged")
+        say(f"skipped {len(files) - len(todo)} unchanged")
     batches = _batches(todo, max_commit_bytes)
     if todo:
-        _say(f"uploading {len(todo)} files ({human_size(sum(f.size for f in todo))}) in {len(batches)} commit(s) ...")
+        say(f"uploading {len(todo)} files ({human_size(sum(f.size for f in todo))}) in {len(batches)} commit(s) ...")
     for number, batch in enumerate(batches, 1):
         part = f" (part {number}/{len(batches)})" if len(batches) > 1 else ""
         for item in batch:
-            _say(f"  {item.path} ({human_size(item.size)}){part}")
+            say(f"  {item.path} ({human_size(item.size)}){part}")
         with errors("uploading to"):
             commit = api.upload_folder(repo_id=repo, folder_path=folder, repo_type=repo_type,
                                        commit_message=commit_message + part,
@@ -299,5 +329,5 @@ def _upload(folder: Path, files: list[StagedFile], repo: str, *, token: Secret, 
         info = api.repo_info(repo, repo_type=repo_type, files_metadata=True)
     remote = _remote_files(info, folder, staged)
     verify(files, remote)
-    _say(f"done: {commits} commit(s), {len(sent)} file(s) sent, {len(files)} file(s) verified at {url}")
+    say(f"done: {commits} commit(s), {len(sent)} file(s) sent, {len(files)} file(s) verified at {url}")
     return UploadResult(url=url, commits=commits, sent=sent, remote=remote)

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from app.console import say
+
 from . import net
 from .errors import (
     AuthError,
@@ -90,6 +92,22 @@ def upload_modelscope(folder: Path, files: list[StagedFile], repo: str, *, token
     verify(files, remote)
     url = f"{endpoint}/studios/{repo}" if studio else repo_url("modelscope", repo)
     return UploadResult(url=url, commits=commits, sent=[f.path for f in changed], remote=remote)
+
+
+def upload_model(folder: Path, files: list[StagedFile], repo: str, *, private: bool, message: str,
+                 work_dir: Path) -> UploadResult:
+    """The hub table's entry point for a model (publish/hubs.py): a model repo."""
+    return upload_modelscope(folder, files, repo, token=modelscope_token(), private=private, repo_type="model",
+                             commit_message=message)
+
+
+def upload_demo(folder: Path, files: list[StagedFile], repo: str, *, private: bool, message: str,
+                variables: dict[str, str], secrets: dict[str, Secret], hardware: str | None, work_dir: Path,
+                git_remote: str | None = None) -> UploadResult:
+    """The hub table's entry point for a demo: a Studio with its variables and secrets, deployed."""
+    return upload_modelscope(folder, files, repo, token=modelscope_token(), private=private, repo_type="studio",
+                             commit_message=message, studio_variables=variables, studio_secrets=secrets, deploy=True,
+                             hardware=hardware)
 
 
 class _Hub:
@@ -282,4 +300,4 @@ def _set_stream(handler: logging.StreamHandler, stream) -> None:
 
 
 def _progress(line: str) -> None:
-    print(f"ModelScope: {line}", file=sys.stderr, flush=True)
+    say(f"ModelScope: {line}")

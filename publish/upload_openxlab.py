@@ -11,12 +11,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from app.console import say
 from finetune.fsutil import TMP_MARK, scratch_path
 
 from . import net
@@ -47,6 +47,7 @@ LFS_THRESHOLD = 5 * 2**20  # any other file above this goes to LFS too: git host
 LFS_ATTRIBUTES = "filter=lfs diff=lfs merge=lfs -text"
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\n"
 PROBE_TIMEOUT = 120
+GIT_TOKEN_ENV = ("GIT_TOKEN", "GITHUB_TOKEN")  # for pushing a demo bundle to a git remote (OpenXLab apps)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,34 @@ def upload_openxlab(folder: Path, files: list[StagedFile], repo: str, *, usernam
             return _upload(folder, files, repo, remote, env, username, commit_message, work_dir, settings)
         except GitFailed as exc:
             raise _explain(exc, repo, remote, username, target, settings) from None
+
+
+def upload_model(folder: Path, files: list[StagedFile], repo: str, *, private: bool, message: str,
+                 work_dir: Path) -> UploadResult:
+    """The hub table's entry point for a model (publish/hubs.py): a push to the OpenXLab model repo."""
+    username, token = openxlab_credentials()
+    return upload_openxlab(folder, files, repo, username=username, token=token, commit_message=message,
+                           work_dir=work_dir)
+
+
+def upload_demo(folder: Path, files: list[StagedFile], repo: str, *, private: bool, message: str,
+                variables: dict[str, str], secrets: dict[str, Secret], hardware: str | None, work_dir: Path,
+                git_remote: str | None = None) -> UploadResult:
+    """The hub table's entry point for a demo: OpenXLab apps have no API, so the bundle is pushed to the app's git
+    remote (the console steps do the rest)."""
+    token_help = (f"export {GIT_TOKEN_ENV[0]}=<a token with push access to {git_remote}> (GitHub: a fine-grained "
+                  "token with Contents read/write) and GIT_USER if the host needs a user name; it reaches git "
+                  "through GIT_ASKPASS, never the URL.")
+    target = GitTarget("the app's git remote", token_help,
+                       "create the (empty) repo first, e.g. on https://github.com/new, then run this again.",
+                       f"check the network or proxy and the --git-remote URL ({git_remote}).")
+    token = from_env(*GIT_TOKEN_ENV)
+    if token is None:
+        raise MissingToken(f"No git token to push the app to {git_remote}.", token_help)
+    result = upload_openxlab(folder, files, repo, username=os.environ.get("GIT_USER", "git"), token=token,
+                             commit_message=message, work_dir=work_dir, remote_url=git_remote, target=target)
+    result.url = git_remote or result.url
+    return result
 
 
 def _claim(marker: Path, work_dir: Path) -> None:
@@ -170,7 +199,7 @@ def _upload(folder, files, repo, remote, env, username, message, work_dir, setti
 
 
 def _say(text: str) -> None:
-    print(f"OpenXLab: {text}", file=sys.stderr, flush=True)
+    say(f"OpenXLab: {text}")
 
 
 def _default_branch(ls_remote: str) -> tuple[str, bool]:

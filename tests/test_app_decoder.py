@@ -14,7 +14,7 @@ import torch
 from app.decoder import MIN_CACHE_TOKENS, CompiledDecoder, Sampling, _choose, process_logits
 from app.engine import ChatEngine, GenerationSettings
 from app.errors import SettingsError
-from tests.test_app_engine import GREEDY, raw_generate
+from tests.chat_helpers import GREEDY, raw_generate
 
 
 @pytest.fixture(scope="module")

@@ -9,21 +9,7 @@ import torch
 
 from app.engine import ChatEngine, GenerationSettings, render_ids
 from app.errors import SettingsError
-from tests.test_chat_template import CONVERSATION, MESSAGES, xtuner_input_ids
-
-GREEDY = GenerationSettings(max_new_tokens=32, temperature=0)
-
-
-def raw_generate(model, tokenizer, ids, max_new_tokens, **kwargs) -> str:
-    """A plain model.generate() answer: the reference the streaming path must reproduce."""
-    from app.engine import pad_token_id, stop_token_ids
-
-    tensor = torch.tensor([ids])
-    with torch.inference_mode():
-        out = model.generate(tensor, attention_mask=torch.ones_like(tensor), max_new_tokens=max_new_tokens,
-                             do_sample=False, repetition_penalty=1.1, eos_token_id=stop_token_ids(model, tokenizer),
-                             pad_token_id=pad_token_id(model, tokenizer), **kwargs)
-    return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+from tests.chat_helpers import CONVERSATION, GREEDY, MESSAGES, raw_generate, xtuner_input_ids
 
 
 @pytest.mark.parametrize("prompt", ["Write one sentence about the sea.", "List 5 fruits as a numbered list."])

@@ -1,6 +1,5 @@
 """The merged model's chat template must render exactly what XTuner trained on."""
 
-import copy
 
 import pytest
 
@@ -11,28 +10,7 @@ from finetune.chat_template import (
     xtuner_adds_bos,
 )
 from finetune.errors import InputError
-
-SYSTEM = "You are a helpful assistant."
-CONVERSATION = [
-    {"system": SYSTEM, "input": "请介绍一下你自己", "output": "我是小薇的智能助手。"},
-    {"input": "What can you do?", "output": "I can answer questions."},
-]
-MESSAGES = [
-    {"role": "user", "content": "请介绍一下你自己"},
-    {"role": "assistant", "content": "我是小薇的智能助手。"},
-    {"role": "user", "content": "What can you do?"},
-    {"role": "assistant", "content": "I can answer questions."},
-]
-
-
-def xtuner_input_ids(tokenizer, template_name: str, conversation: list[dict]) -> list[int]:
-    """Token ids exactly as XTuner's dataset pipeline builds them."""
-    from xtuner.dataset.map_fns import template_map_fn
-    from xtuner.dataset.utils import encode_fn
-    from xtuner.utils import PROMPT_TEMPLATE
-
-    example = template_map_fn({"conversation": copy.deepcopy(conversation)}, PROMPT_TEMPLATE[template_name])
-    return encode_fn(example, tokenizer, max_length=4096)["input_ids"]
+from tests.chat_helpers import CONVERSATION, MESSAGES, SYSTEM, xtuner_input_ids
 
 
 @pytest.mark.parametrize("name", ["qwen_chat", "internlm2_chat", "llama3_chat", "internlm_chat", "default",

@@ -9,21 +9,20 @@ import uuid
 from pathlib import Path
 
 import pytest
-import test_publish_openxlab as openxlab_tests
-import test_publish_stage as stage_tests
 from fake_hf_hub import FakeHub
 from fake_modelscope import FakeModelScope
-from test_publish_modelscope import _NoWait
 
 from publish import cli
+from tests import publish_helpers
 from tests.git_http_server import GitHttpServer
+from tests.publish_helpers import NoWait, make_run
 
 HF_CANARY = "hf_CANARYcliZZZZZZZZZZZZZZZZZZZZZZZZ"
 MS_CANARY = "ms-" + str(uuid.uuid4())
 OX_CANARY = "OXCANARYcli" + uuid.uuid4().hex
 SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-tiny = stage_tests.tiny
-isolated_git = openxlab_tests.isolated_git  # HOME and git config of its own
+tiny = publish_helpers.tiny
+isolated_git = publish_helpers.isolated_git  # HOME and git config of its own
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +56,7 @@ def ms(monkeypatch):
     from modelscope_hub import _legacy_api, _openapi, _upload
 
     for module in (_openapi, _legacy_api, _upload):
-        monkeypatch.setattr(module, "time", _NoWait())
+        monkeypatch.setattr(module, "time", NoWait())
     with FakeModelScope({MS_CANARY: "alice"}) as server:
         monkeypatch.setenv("MODELSCOPE_ENDPOINT", server.url)
         monkeypatch.setenv("MODELSCOPE_API_TOKEN", MS_CANARY)
@@ -81,7 +80,7 @@ def _run(capsys, caplog, argv: list[str]) -> tuple[int, str, str]:
 
 
 def test_adapter_to_hf_uploads_verifies_and_a_rerun_sends_nothing(tmp_path, tiny, hf, capsys, caplog):
-    run = stage_tests.make_run(tmp_path, tiny)
+    run = make_run(tmp_path, tiny)
     code, out, err = _run(capsys, caplog, ["adapter", str(run), "--to", "hf", "--repo", "alice/xiaowei-adapter"])
     assert code == 0, err
     staged = run / "publish" / "hf"
@@ -99,7 +98,7 @@ def test_adapter_to_hf_uploads_verifies_and_a_rerun_sends_nothing(tmp_path, tiny
 
 
 def test_merged_model_to_hf_has_the_index_every_shard_and_the_tokenizer(tmp_path, tiny, hf, capsys, caplog):
-    run = stage_tests.make_run(tmp_path, tiny)
+    run = make_run(tmp_path, tiny)
     code, out, err = _run(capsys, caplog, ["adapter", str(run), "--merged", "--to", "hf", "--repo", "alice/xw"])
     assert code == 0, err
     files = set(hf.repo("alice/xw", "model").files)
@@ -135,7 +134,7 @@ def test_demo_on_paid_hardware_without_billing_is_a_402_with_the_fix(tmp_path, h
 
 
 def test_adapter_and_demo_to_modelscope(tmp_path, tiny, ms, capsys, caplog):
-    run = stage_tests.make_run(tmp_path, tiny)
+    run = make_run(tmp_path, tiny)
     code, out, err = _run(capsys, caplog, ["adapter", str(run), "--to", "modelscope", "--repo", "alice/xw"])
     assert code == 0, err
     staged = run / "publish" / "modelscope"
@@ -158,7 +157,7 @@ def test_bad_token_is_one_line_exit_2_without_the_token(tmp_path, tiny, hf, ms, 
                                                          token_env):
     bad = "hf_CANARYbadZZZZZZZZZZZZZZZZZZZZZZZZZ" if hub == "hf" else "ms-" + str(uuid.uuid4())
     monkeypatch.setenv(token_env, bad)
-    run = stage_tests.make_run(tmp_path, tiny)
+    run = make_run(tmp_path, tiny)
     code, out, err = _run(capsys, caplog, ["adapter", str(run), "--to", hub, "--repo", "alice/xw"])
     error_lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(error_lines) == 1 and "Fix:" in error_lines[0]
@@ -173,7 +172,7 @@ def test_hub_down_is_one_line_naming_the_endpoint_variable(tmp_path, tiny, capsy
         port = probe.getsockname()[1]
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("HF_TOKEN", HF_CANARY)
-    run = stage_tests.make_run(tmp_path, tiny)
+    run = make_run(tmp_path, tiny)
     code, out, err = _run(capsys, caplog, ["adapter", str(run), "--to", "hf", "--repo", "alice/xw"])
     assert code == 2 and "Cannot reach" in err and "HF_ENDPOINT" in err
     _no_canary_anywhere(tmp_path, [out, err, caplog.text], (HF_CANARY,))
@@ -191,7 +190,7 @@ def test_adapter_to_openxlab_over_git_lfs_and_demo_pushed_to_an_app_repo(tmp_pat
     git_server.create_repo("alice/xw")
     monkeypatch.setenv("OPENXLAB_GIT_USER", "alice")
     monkeypatch.setenv("OPENXLAB_GIT_TOKEN", OX_CANARY)
-    run = stage_tests.make_run(tmp_path, tiny)
+    run = make_run(tmp_path, tiny)
     code, out, err = _run(capsys, caplog, ["adapter", str(run), "--to", "openxlab", "--repo", "alice/xw"])
     assert code == 0, err
     tree = subprocess.run(["git", "--git-dir", str(git_server.repo_path("alice/xw")), "ls-tree", "--name-only",
@@ -230,7 +229,7 @@ def _gguf_run(tmp_path: Path, tiny) -> Path:
     from finetune import modelfile
     from finetune.chat_template import load_xtuner_template
 
-    run = stage_tests.make_run(tmp_path, tiny)
+    run = make_run(tmp_path, tiny)
     (run / "gguf").mkdir()
     for quant in ("Q4_K_M", "Q8_0"):
         writer = gguf.GGUFWriter(run / "gguf" / f"xiaowei-{quant}.gguf", "llama")

@@ -22,14 +22,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-import test_publish_openxlab as openxlab_tests
-import test_publish_stage as stage_tests
 from fake_hf_hub import FakeHub
 from fake_modelscope import FakeModelScope
 from net_servers import BlackHole, closed_port_url
 
 from publish import cli
+from tests import publish_helpers
 from tests.git_http_server import GitHttpServer
+from tests.publish_helpers import make_run
 
 ROOT = Path(__file__).resolve().parents[1]
 HF_TOKEN = "hf_FAULTtokenZZZZZZZZZZZZZZZZZZZZZZZZ"
@@ -37,8 +37,8 @@ MS_TOKEN = "ms-" + str(uuid.uuid4())
 OX_TOKEN = "OXfault" + uuid.uuid4().hex
 REPO = "alice/xiaowei"
 RUNS = int(os.environ.get("PUBLISH_FAULT_RUNS", "2"))
-tiny = stage_tests.tiny
-isolated_git = openxlab_tests.isolated_git
+tiny = publish_helpers.tiny
+isolated_git = publish_helpers.isolated_git
 
 
 @pytest.fixture(autouse=True)
@@ -162,7 +162,7 @@ def test_a_kill_at_a_random_request_then_a_rerun_ends_as_an_uninterrupted_upload
     seen = []
     reference.server.on_request = lambda method, path: seen.append((method, path)) and False
     reference.point_here()
-    code, output = _publish_in_process(stage_tests.make_run(tmp_path / "reference", tiny), hub, capsys)
+    code, output = _publish_in_process(make_run(tmp_path / "reference", tiny), hub, capsys)
     assert code == 0, output
     expected, total = reference.files(), len(seen)
     reference.close()
@@ -172,7 +172,7 @@ def test_a_kill_at_a_random_request_then_a_rerun_ends_as_an_uninterrupted_upload
         kill_at = random.Random(f"{hub}-{attempt}").randint(1, total)
         drop = attempt % 2 == 1  # the killed request: carried out, then dropped, in turn
         where = tmp_path / f"try{attempt}"
-        run = stage_tests.make_run(where, tiny)
+        run = make_run(where, tiny)
         child_tmp = where / "tmp"
         child_tmp.mkdir()
         target = Hub(hub, where, monkeypatch)
@@ -240,7 +240,7 @@ def test_cli_unreachable_hub_is_one_line_and_exit_2(hub, tmp_path, tiny, monkeyp
         from huggingface_hub import constants
 
         monkeypatch.setattr(constants, "ENDPOINT", url)
-    run = stage_tests.make_run(tmp_path, tiny)
+    run = make_run(tmp_path, tiny)
 
     code, output = _publish_in_process(run, hub, capsys)
 
@@ -257,7 +257,7 @@ def test_cli_modelscope_host_that_never_connects_fails_within_5_s_with_the_defau
     """The report of issue 14 (16 s), through `python -m publish` with the default settings."""
     monkeypatch.delenv("PUBLISH_RETRY_BACKOFF")
     monkeypatch.setenv("MODELSCOPE_API_TOKEN", MS_TOKEN)
-    run = stage_tests.make_run(tmp_path, tiny)
+    run = make_run(tmp_path, tiny)
     with BlackHole() as hole:
         monkeypatch.setenv("MODELSCOPE_ENDPOINT", hole.url)
         start = time.monotonic()

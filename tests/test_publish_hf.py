@@ -10,7 +10,6 @@ import traceback
 from pathlib import Path
 
 import pytest
-import test_publish_stage as stage_tests
 from fake_hf_hub import FakeHub
 
 from publish.errors import (
@@ -27,11 +26,13 @@ from publish.errors import (
 from publish.secrets import Secret
 from publish.stage import StagedFile
 from publish.upload_hf import hf_token, upload_hf
+from tests import publish_helpers
+from tests.publish_helpers import make_run
 
 TOKEN = "hf_testtokenAAAAAAAAAAAAAAAAAAAA"
 CANARY = "hf_CANARYtokenZZZZZZZZZZZZZZZZZZZZ"
 REPO = "alice/xiaowei-adapter"
-tiny = stage_tests.tiny  # the tiny random model, adapter and run folder of the staging tests
+tiny = publish_helpers.tiny  # the tiny random model, adapter and run folder of the staging tests
 README = "---\nlicense: apache-2.0\nlibrary_name: peft\ntags: [lora, peft]\n---\n# Xiaowei adapter\n"
 
 
@@ -328,7 +329,7 @@ def test_the_token_appears_nowhere(hub, staged, tmp_path, monkeypatch, caplog, c
 def test_a_folder_staged_by_stage_adapter_uploads_and_verifies(hub, tmp_path, tiny):
     from publish.stage import stage_adapter
 
-    staged = stage_adapter(stage_tests.make_run(tmp_path, tiny), hub="hf", repo=REPO)
+    staged = stage_adapter(make_run(tmp_path, tiny), hub="hf", repo=REPO)
     result = upload_hf(staged.path, staged.files, staged.repo, token=Secret(TOKEN, "HF_TOKEN"),
                        commit_message="Upload adapter")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import time
 import uuid
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from publish.secrets import Secret
 from publish.stage import StagedFile
 from publish.upload_modelscope import modelscope_token, upload_modelscope
 from tests.fake_modelscope import FakeModelScope
+from tests.publish_helpers import NoWait
 
 TOKEN = "ms-" + str(uuid.uuid4())  # the shape of a real token: a canary that must never show up
 OTHER_TOKEN = "ms-" + str(uuid.uuid4())
@@ -28,21 +28,10 @@ FILES = {
 }
 
 
-class _NoWait:
-    """The `time` module without waiting: the client's retry back-off would make each failure test take minutes."""
-
-    def __getattr__(self, name):
-        return getattr(time, name)
-
-    @staticmethod
-    def sleep(seconds: float) -> None:
-        pass
-
-
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
     for module in (_openapi, _legacy_api, _upload):
-        monkeypatch.setattr(module, "time", _NoWait())
+        monkeypatch.setattr(module, "time", NoWait())
     for name in ("MODELSCOPE_API_TOKEN", "MODELSCOPE_DOMAIN", "MODELSCOPE_LOG_LEVEL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MODELSCOPE_HOME", str(tmp_path / "ms-home"))

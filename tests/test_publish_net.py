@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import test_publish_openxlab as openxlab_tests
 from fake_hf_hub import FakeHub
 from fake_modelscope import FakeModelScope
 from net_servers import BlackHole, SilentServer, closed_port_url
@@ -34,6 +33,7 @@ from publish.stage import StagedFile
 from publish.upload_hf import upload_hf
 from publish.upload_modelscope import upload_modelscope
 from publish.upload_openxlab import upload_openxlab
+from tests import publish_helpers
 from tests.git_http_server import GitHttpServer
 
 HF_TOKEN = "hf_netTESTtokenAAAAAAAAAAAAAAAAAAAA"
@@ -45,7 +45,7 @@ FILES = {
     "adapter_model.safetensors": bytes(range(256)) * 16,  # 4 KiB, an LFS file on every hub
 }
 PUBLISH_VARS = ("PUBLISH_CONNECT_TIMEOUT", "PUBLISH_READ_TIMEOUT", "PUBLISH_RETRIES", "PUBLISH_RETRY_BACKOFF")
-isolated_git = openxlab_tests.isolated_git  # HOME and git config of its own (autouse there, requested below)
+isolated_git = publish_helpers.isolated_git  # HOME and git config of its own (autouse there, requested below)
 
 
 @pytest.fixture(autouse=True)

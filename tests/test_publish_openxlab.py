@@ -19,29 +19,12 @@ from publish.gitops import GitMissing
 from publish.secrets import Secret
 from publish.stage import StagedFile
 from publish.upload_openxlab import lfs_patterns, openxlab_credentials, upload_openxlab
+from tests import publish_helpers
 from tests.git_http_server import GitHttpServer
 
 USER, REPO = "xiaowei", "xiaowei/adapter"
 CANARY = "OXCANARY" + secrets.token_hex(12)
-
-
-@pytest.fixture(autouse=True)
-def isolated_git(tmp_path, monkeypatch):
-    """No system git config; the user's has no identity, a credential helper that would store any token it is given
-    and a global hooks folder (where `git lfs install` would otherwise put its hooks)."""
-    home = tmp_path / "home"
-    (home / "global-hooks").mkdir(parents=True)
-    config = home / "gitconfig"
-    config.write_text(f"[credential]\n\thelper = store --file={home / 'stored-credentials'}\n"
-                      f"[core]\n\thooksPath = {home / 'global-hooks'}\n")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL",
-                 "OPENXLAB_GIT_USER", "OPENXLAB_GIT_TOKEN", "OPENXLAB_GIT_ENDPOINT", "GIT_ASKPASS"):
-        monkeypatch.delenv(name, raising=False)
-    return home
+isolated_git = publish_helpers.isolated_git  # autouse: HOME and git config of its own
 
 
 @pytest.fixture

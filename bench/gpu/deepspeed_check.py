@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from app.errors import AppError  # noqa: E402
 from finetune.config import ConfigSpec, write_config  # noqa: E402
-from finetune.errors import FinetuneError  # noqa: E402
 
 STAGES = {"zero2": "4bit", "zero3": "none"}  # the base weights each stage trains on a GPU
 ITERATIONS = 4
@@ -54,7 +54,7 @@ def check(stage: str, args, work: Path) -> dict:
         adapter = convert(work_dir, out=work_dir / "adapter", progress=lambda _: None)
         record.update(convert_wall_s=round(time.time() - started, 1), adapter=sorted(p.name for p in adapter.iterdir()),
                       ok=(adapter / "adapter_model.safetensors").is_file())
-    except FinetuneError as error:
+    except AppError as error:
         record.update(error=error.one_line(), log_tail=getattr(error, "log_tail", "").splitlines()[-30:])
     print(f"[{stage}] {'ok' if record['ok'] else 'FAILED: ' + record.get('error', '')}", flush=True)
     return record

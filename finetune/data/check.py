@@ -160,7 +160,7 @@ def check_file(
     )
 
 
-def _cli(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     report = check_file(args.file, model=args.model, max_length=args.max_length, prompt_template=args.template)
     print("\n".join(report.lines()))
     return 0
@@ -185,4 +185,4 @@ def register(subparsers, formatter_class) -> None:
                         "the embedded model if omitted")
     parser.add_argument("--max-length", type=int, default=2048, help="the training max_length")
     parser.add_argument("--template", default="qwen_chat", help="XTuner prompt template (PROMPT_TEMPLATE key)")
-    parser.set_defaults(func=_cli)
+    parser.set_defaults(func=handle)

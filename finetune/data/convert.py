@@ -419,7 +419,7 @@ def convert_to_files(
     return conversion, {p: len(r) for p, r in outputs.items()}
 
 
-def _cli(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     conversion, written = convert_to_files(
         args.input, args.out, split=args.split, seed=args.seed, train_out=args.train_out, test_out=args.test_out,
         fmt=args.format, input_col=args.input_col, output_col=args.output_col, system_col=args.system_col,
@@ -464,4 +464,4 @@ def register(subparsers, formatter_class) -> None:
     parser.add_argument("--seed", type=int, default=42, help="shuffle seed for --split")
     parser.add_argument("--train-out", help="train file with --split; OUT_train.jsonl if omitted")
     parser.add_argument("--test-out", help="test file with --split; OUT_test.jsonl if omitted")
-    parser.set_defaults(func=_cli)
+    parser.set_defaults(func=handle)

@@ -241,7 +241,7 @@ def make_identity_file(
                            len(records) - len(identity), options.get("count", 200))
 
 
-def _cli(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     summary = make_identity_file(
         args.out, args.name, mix=args.mix, mix_ratio=args.mix_ratio, name_en=args.name_en, author=args.author,
         author_en=args.author_en, lang=args.lang, count=args.count, seed=args.seed, system=args.system,
@@ -274,4 +274,4 @@ def register(subparsers, formatter_class) -> None:
     parser.add_argument("--mix", metavar="FILE", help="general data to mix in (XTuner/alpaca/sharegpt/messages)")
     parser.add_argument("--mix-ratio", type=float, default=0.5, help="fraction of general records in the output")
     parser.add_argument("--out", required=True, help="output JSONL file")
-    parser.set_defaults(func=_cli)
+    parser.set_defaults(func=handle)

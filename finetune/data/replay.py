@@ -166,7 +166,7 @@ def ensure_replay(
     return records
 
 
-def _cli(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     model_dir = resolve_model_dir(args.model)
     records = ensure_replay(model_dir, args.out, lang=args.lang, count=args.count, max_new_tokens=args.max_new_tokens,
                             batch_size=args.batch_size, system=args.system, force=args.force)
@@ -196,4 +196,4 @@ def register(subparsers, formatter_class) -> None:
     parser.add_argument("--system", default=DEFAULT_SYSTEM, help="system prompt (use the identity data's one)")
     parser.add_argument("--force", action="store_true", help="regenerate even if the cached file matches")
     parser.add_argument("--out", required=True, help="output JSONL (its .key.json sidecar marks the settings)")
-    parser.set_defaults(func=_cli)
+    parser.set_defaults(func=handle)
