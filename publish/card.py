@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from app import files
+from app import files, formats
 from finetune import evalreport
 
 from .errors import SourceError
@@ -71,12 +71,14 @@ class CardInfo:
 # ------------------------------------------------------------------------------------------- run reading
 
 
+FIX_RUN_FILE = "restore it, or publish the adapter folder (RUN/adapter) instead of the run; nothing was staged."
+
+
 def _read_json(path: Path) -> dict | list | None:
     """A JSON file's content, None when there is none; a broken one is a SourceError naming it."""
     if not path.is_file():
         return None
-    return files.read_json(path, SourceError, fix="restore it, or publish the adapter folder (RUN/adapter) instead "
-                           "of the run; nothing was staged.")
+    return files.read_json(path, SourceError, fix=FIX_RUN_FILE)
 
 
 def _last_metrics(path: Path) -> dict:
@@ -109,12 +111,12 @@ def training_summary(run_dir: Path | None) -> TrainingSummary:
     summary = TrainingSummary()
     if run_dir is None:
         return summary
-    manifest = _read_json(run_dir / "run.json")
-    if not isinstance(manifest, dict):
+    manifest = formats.read_run_manifest(run_dir, SourceError, fix=FIX_RUN_FILE)
+    if not manifest:
         return summary
     summary.found = True
     stages = manifest.get("stages") if isinstance(manifest.get("stages"), dict) else {}
-    spec = manifest.get("spec") if isinstance(manifest.get("spec"), dict) else {}
+    spec = formats.run_spec(manifest)
     data_out = (stages.get("data") or {}).get("outputs") or {}
     train = stages.get("train") or {}
     train_out = train.get("outputs") or {}

@@ -47,6 +47,15 @@ def test_cpu_config_is_loadable_by_mmengine(tmp_path, data_file, embedded_model)
     assert cfg.evaluation_inputs == ["请介绍一下你自己", "你是谁？"]
 
 
+def test_pretrain_config_is_loadable_by_mmengine(tmp_path, data_file, embedded_model):
+    from mmengine.config import Config
+
+    spec = cpu_spec(data_file, model_path=str(embedded_model), batch_size=4, grad_accum=1, pretrain=True)
+    out, _ = write_config(spec, tmp_path / "c.py")
+    cfg = Config.fromfile(str(out))  # the comma once sat inside the comment: a SyntaxError
+    assert cfg.train_dataloader.dataset.template_map_fn is None
+
+
 def test_gpu_qlora_config_text(data_file):
     spec = cpu_spec(data_file, device="cuda", quant="4bit", preset="internlm2.5-7b-chat", num_samples=20)
     with pytest.MonkeyPatch.context() as mp:
