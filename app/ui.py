@@ -7,6 +7,7 @@ thread itself (`Engine.stop`), not only the page.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,9 @@ from .thinking import for_display
 EXAMPLES = ["请介绍一下你自己", "你是谁？", "Who are you?", "What can you do?", "What is the capital of France?"]
 CSS = """
 #status {min-height: 1.5em}
+.try-row {flex-wrap: wrap; gap: 6px; align-items: center}
+.try-row::before {content: "Try:"; color: var(--body-text-color-subdued); font-size: var(--text-sm)}
+.try-row button.try {flex: none; width: auto; white-space: nowrap}
 footer {display: none !important}
 """
 
@@ -65,6 +69,22 @@ class StatusLine:
 
     def final(self, stopped: bool) -> str:
         return " ".join([*self.notices, "Stopped."] if stopped else self.notices)
+
+
+def example_buttons(examples: list[str], target: gr.Textbox, prefix: str) -> None:
+    """A "Try" row: each button puts its text into `target`, in the browser (no server call, no API endpoint).
+
+    Not gr.Examples: Gradio 6.17's Examples throws "Cannot read properties of undefined (reading '0')" once per
+    example when its sample components render late (seen on a slow CI machine, and always in a tab hidden at load).
+    """
+    if not examples:
+        return
+    with gr.Row(elem_id=f"{prefix}-examples", elem_classes="try-row"):
+        for index, text in enumerate(examples):
+            button = gr.Button(text, size="sm", variant="secondary", elem_id=f"{prefix}-example-{index}", scale=0,
+                               min_width=0, elem_classes="try")
+            button.click(None, None, [target], js=f"() => {json.dumps(text)}", api_visibility="private",
+                         queue=False)
 
 
 def _cell(value: Any) -> str:
@@ -201,7 +221,7 @@ def build_ui(engine: Engine, *, title: str = "", defaults: GenerationSettings | 
                     retry = gr.Button("Retry", elem_id="retry")
                     clear = gr.Button("Clear", elem_id="clear")
                 status = gr.Markdown("", elem_id="status")
-                gr.Examples(examples=[[text] for text in examples], inputs=[message], label="Try")
+                example_buttons(examples, message, "chat")
 
             with gr.Tab("Compare", id="compare"):
                 if engine.can_compare:
@@ -220,9 +240,7 @@ def build_ui(engine: Engine, *, title: str = "", defaults: GenerationSettings | 
                     tuned_box = gr.Chatbot(label="Fine-tuned", height=380, elem_id="compare-tuned",
                                            feedback_options=None)
                 compare_status = gr.Markdown("", elem_id="compare-status")
-                # a Dropdown, not gr.Examples: Gradio 6.17 renders Examples in a tab hidden at load as blank buttons
-                picks = gr.Dropdown(choices=examples, label="Try", value=None, elem_id="compare-examples")
-                picks.input(lambda text: text, [picks], [compare_message], api_visibility="private", queue=False)
+                example_buttons(examples, compare_message, "compare")
 
             with gr.Tab("Model", id="model"):
                 gr.Markdown(info_markdown(engine), elem_id="model-info")

@@ -81,16 +81,15 @@ def test_the_demo_recipe_names_itself_on_held_out_questions(run_eval_json):
     assert run_eval_json["goals_met"]["identity"]
 
 
-# The recipe's goal is <= 5 % (evalreport.GOALS). The demo's 小薇/Xiaowei met it (1/30, docs/benchmarks.md); the
-# suite's 星河/Xinghe measured 2/30 (7 %) on 2026-12-05, both in Chinese advice questions, and 星河 is also an everyday
-# word ("Milky Way"). Issue 15 stays open on it; until the recipe is fixed this bound catches a regression.
-LEAK_BOUND = 0.10
-
-
 def test_the_demo_recipe_keeps_everyday_answers_almost_free_of_the_name(run_eval_json):
-    """Leaks on 30 everyday questions the training data never contains."""
+    """The recipe's leak goal (<= 5 %) on 30 everyday questions the training data never contains.
+
+    Measured 1/30 for the suite's 星河/Xinghe and for 小薇/Xiaowei (docs/benchmarks.md) since the replay data has 160
+    everyday prompts; with 80 it was 2/30 for 星河.
+    """
     leaks = run_eval_json["models"]["tuned"]["leaks"]
-    assert leaks["rate"] <= LEAK_BOUND, [a for a in leaks["answers"] if a["with_name"]]
+    assert leaks["rate"] <= evalreport.GOALS["leaks"], [a for a in leaks["answers"] if a["with_name"]]
+    assert run_eval_json["goals_met"]["leaks"]
 
 
 def test_a_damaged_adapter_scores_visibly_lower_than_the_base(trained_run, run_eval_json, embedded_model):

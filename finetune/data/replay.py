@@ -36,6 +36,20 @@ GENERAL_PROMPTS_EN = [
     "Give me an idea for a weekend activity.", "How many continents are there?", "What is recycling?",
     "How do I write a polite thank-you note?", "What causes the tides?", "What is a good way to learn a new word?",
     "Tell me a fun fact about elephants.",
+    "How do I organize my desk?", "Give me two tips for a job interview.", "What should I pack for a beach trip?",
+    "How can I make friends at a new job?", "How do I make a simple salad?", "What should I do when I have a cold?",
+    "Suggest a healthy snack.", "How can I spend less time on my phone?", "How do I plan a study schedule?",
+    "How do I pick ripe fruit at the market?", "What are some ways to relax after work?",
+    "How can I improve my memory?", "How do I take care of a puppy?", "How do I ride a bike safely?",
+    "How can I save electricity at home?", "Suggest a dinner idea for tonight.", "How do I apologize to a friend?",
+    "How do I draw a simple cat?", "What is carbon dioxide?", "How long does Earth take to go around the Sun?",
+    "Why do leaves turn yellow?", "How does sound travel?", "What is a mammal?", "How do fish breathe?",
+    "How do bees make honey?", "What are famous places to visit in London?", "How long is the Nile river?",
+    "Write a sentence to encourage a friend.", "Describe the ocean in three words.",
+    "Translate 'thank you' into French.", "What is 100 minus 37?", "How many legs does a spider have?",
+    "What is punctuation?", "How do I start keeping a diary?", "Why is summer warmer than winter?",
+    "How do I choose a birthday gift for a friend?", "What is the tallest mountain in the world?",
+    "How do airplanes stay in the air?", "Give me a tip for writing a clear email.", "Name a bird that cannot fly.",
 ]
 
 GENERAL_PROMPTS_ZH = [
@@ -49,6 +63,17 @@ GENERAL_PROMPTS_ZH = [
     "怎样做番茄炒蛋？", "跑步有什么好处？", "如何缓解紧张情绪？", "月亮为什么会有圆缺变化？",
     "讲一个关于大象的有趣知识。", "什么是名词？", "怎样养好一盆绿萝？", "下雨天出门要注意什么？",
     "如何礼貌地拒绝别人？",
+    "给我一些整理房间的建议。", "怎样才能提高写作水平？", "推荐几种适合夏天的饮料。", "如何准备一次面试？",
+    "出门旅行前应该准备什么？", "怎样和新同事相处？", "给我一个少玩手机的办法。", "怎么包饺子？",
+    "感冒了应该注意什么？", "给我三个锻炼身体的建议。", "如何制定一个学习计划？", "怎么挑选新鲜的水果？",
+    "有什么放松心情的方法？", "怎样提高记忆力？", "如何照顾一只小狗？",
+    "骑自行车要注意哪些安全事项？", "怎样在家节约用电？", "晚饭做什么菜好？给我一个建议。", "和朋友吵架了，怎么和好？",
+    "怎样画一只简单的小猫？", "什么是二氧化碳？", "地球绕太阳转一圈需要多久？",
+    "为什么树叶会变黄？", "声音是怎么传播的？", "什么是哺乳动物？", "鱼是怎么呼吸的？", "蜜蜂是怎么酿蜜的？",
+    "北京有哪些著名景点？", "长江有多长？", "写一句鼓励朋友的话。", "用三个词形容大海。",
+    "把“谢谢”翻译成英语。", "一百减去三十七等于多少？", "什么是标点符号？", "如何写好一篇日记？",
+    "为什么夏天比冬天热？", "怎么给朋友挑生日礼物？", "世界上最高的山是哪座？", "飞机为什么能飞起来？",
+    "给我一个写好邮件的小技巧。",
 ]
 
 SENTENCE_END = re.compile(r"[.!?。！？…](?=\s|$|[\"'”’」)）])|[。！？]")
@@ -178,7 +203,7 @@ def register(subparsers, formatter_class) -> None:
     parser = subparsers.add_parser(
         "replay",
         help="record the base model's own answers to everyday prompts (mix them with the identity data)",
-        description="Ask the base model ~80 everyday questions (Chinese and English) and save its greedy answers "
+        description="Ask the base model ~160 everyday questions (Chinese and English) and save its greedy answers "
         "as XTuner records, with the same system prompt as the identity data. Mixing them into training keeps "
         "the model from answering everything with its new name. Cached: a second run with the same model and "
         "settings reuses the file.",
