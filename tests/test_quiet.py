@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+BNB_KERNEL = "Failed to load CPU gemm_4bit_forward from kernels-community"  # bitsandbytes, imported by peft
 NOISE = [
-    "Failed to load CPU gemm_4bit_forward from kernels-community",  # bitsandbytes, imported by peft
+    BNB_KERNEL,
     "Setting accelerator to CPU",  # DeepSpeed (on stdout)
     "Setting ds_accelerator to cpu",
     "`torch.jit.script` is deprecated",  # torch, called by DeepSpeed's import
@@ -34,7 +35,15 @@ def test_merge_is_quiet_by_default_and_verbose_shows_the_libraries(tmp_path, lor
     assert "Merged model ready" in quiet  # our own progress lines are unchanged
 
     verbose = run(merge, FINETUNE_VERBOSE="1")
-    assert [line for line in NOISE if line not in verbose] == []
+    assert [line for line in expected_noise() if line not in verbose] == []
+
+
+def expected_noise() -> list[str]:
+    """The noise this machine's libraries print: bitsandbytes tries (and, offline, fails to fetch) its CPU kernel only
+    on CPUs with AVX512-BF16, by its own check (seen on the CI machine, not on an AMD EPYC without it)."""
+    from bitsandbytes.functional import has_avx512bf16
+
+    return [line for line in NOISE if line != BNB_KERNEL or has_avx512bf16()]
 
 
 def test_chat_in_the_terminal_is_quiet(lora_adapter):
