@@ -1,5 +1,6 @@
 """A fake Hugging Face Hub for offline tests: the endpoints huggingface_hub 0.36 uses to create repos, upload folders
-(preupload, LFS batch/PUT/verify, ndjson commits), list them and set Space secrets and variables.
+(preupload, LFS batch/PUT/verify, ndjson commits), list them and set Space secrets and variables, and the read side
+that `datasets.load_dataset` and `hf_hub_download` use (repo info, tree, paths-info, resolve with GET and HEAD).
 
 It keeps real state: files per revision, git blob oids (sha1) for regular files and sha256 for LFS objects, so the
 real client skips unchanged files exactly as against the Hub. Unknown routes answer 404 naming the route; every
@@ -18,7 +19,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
@@ -87,6 +88,14 @@ class Repo:
         return self.commits[-1]
 
 
+@dataclass(frozen=True)
+class FileResponse:
+    """A file's bytes and the headers the Hub sends with it (not JSON)."""
+
+    data: bytes
+    headers: dict[str, str]
+
+
 class HubError(Exception):
     def __init__(self, status: int, message: str, code: str | None = None, **extra):
         super().__init__(message)
@@ -140,6 +149,14 @@ class FakeHub:
 
     def repo(self, repo_id: str, repo_type: str = "model") -> Repo:
         return self.repos[(repo_type, repo_id)]
+
+    def seed(self, repo_id: str, files: dict[str, bytes], repo_type: str = "model", *, private: bool = False) -> Repo:
+        """A public repo holding `files` (path -> bytes) in one commit, as if someone had uploaded them."""
+        repo = Repo(repo_type, repo_id, private)
+        blobs = {path: Blob(data, lfs=path.endswith(LFS_SUFFIXES)) for path, data in files.items()}
+        repo.commit("initial commit", {".gitattributes": Blob(GITATTRIBUTES, lfs=False), **blobs})
+        self.repos[(repo_type, repo_id)] = repo
+        return repo
 
     def count(self, method: str, path_regex: str) -> int:
         pattern = re.compile(path_regex)
@@ -277,6 +294,34 @@ class FakeHub:
             entries[path] = entry
         return 200, list(entries.values())
 
+    def paths_info(self, args, query, token, body):
+        repo = self._find(args["type"], args["repo"], token)
+        form = parse_qs(body.decode())
+        asked = [p.strip("/") for p in form.get("paths", [])]
+        entries = []
+        for path in asked:
+            blob = repo.files.get(path)
+            if blob is not None:
+                entry = {"type": "file", "oid": blob.oid, "size": len(blob.data), "path": path}
+                if blob.lfs:
+                    entry["lfs"] = {"oid": blob.sha256, "size": len(blob.data),
+                                    "pointerSize": len(lfs_pointer(blob.sha256, len(blob.data)))}
+                entries.append(entry)
+            elif any(p.startswith(path + "/") for p in repo.files):
+                entries.append({"type": "directory", "oid": git_sha1(path.encode()), "size": 0, "path": path})
+        return 200, entries
+
+    def resolve(self, args, query, token, body):
+        repo = self._find(args.get("type") or "model", args["repo"], token)
+        path = unquote(args["path"])
+        blob = repo.files.get(path)
+        if blob is None:
+            raise HubError(404, f"Entry not found: {path}", code="EntryNotFound")
+        headers = {"X-Repo-Commit": repo.head.oid, "ETag": f'"{blob.oid}"'}
+        if blob.lfs:
+            headers.update({"X-Linked-Etag": f'"{blob.sha256}"', "X-Linked-Size": str(len(blob.data))})
+        return 200, FileResponse(blob.data, headers)
+
     def preupload(self, args, query, token, body):
         repo = self._find(args["type"], args["repo"], token)
         self._writable(token, repo.id)
@@ -380,6 +425,9 @@ ROUTES = [
     ("POST", r"/api/validate-yaml", FakeHub.validate_yaml),
     ("GET", rf"/api/{TYPES}/{REPO}(?:/revision/[^/]+)?", FakeHub.repo_info),
     ("GET", rf"/api/{TYPES}/{REPO}/tree/[^/]+(?:/(?P<path>.+))?", FakeHub.tree),
+    ("POST", rf"/api/{TYPES}/{REPO}/paths-info/[^/]+", FakeHub.paths_info),
+    ("GET", rf"/(?:(?P<type>dataset|space)s/)?{REPO}/resolve/[^/]+/(?P<path>.+)", FakeHub.resolve),
+    ("HEAD", rf"/(?:(?P<type>dataset|space)s/)?{REPO}/resolve/[^/]+/(?P<path>.+)", FakeHub.resolve),
     ("POST", rf"/api/{TYPES}/{REPO}/preupload/[^/]+", FakeHub.preupload),
     ("POST", rf"/(?:(?P<type>space|dataset)s/)?{REPO}\.git/info/lfs/objects/batch", FakeHub.lfs_batch),
     ("PUT", r"/lfs-upload/(?P<oid>[0-9a-f]{64})", FakeHub.lfs_upload),
@@ -423,13 +471,18 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = e.status, {"error": e.message, **e.extra}
             if e.code:
                 headers["X-Error-Code"] = e.code
-        data = json.dumps(payload).encode()
+        if isinstance(payload, FileResponse):
+            data, content_type = payload.data, "application/octet-stream"
+            headers.update(payload.headers)
+        else:
+            data, content_type = json.dumps(payload).encode(), "application/json"
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
-    do_GET = do_POST = do_PUT = do_DELETE = _serve
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _serve

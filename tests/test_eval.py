@@ -321,3 +321,56 @@ def test_bad_tasks_and_models_are_one_line_errors(argv, message, tiny_models, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: " + message.format(tmp=tmp_path, model=model)), err
     assert not (tmp_path / "out").exists()
+
+
+def _parquet(rows: list[dict]) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buffer)
+    return buffer.getvalue()
+
+
+def test_a_hub_dataset_id_is_downloaded_and_scored_by_the_engines_own_task(tiny_models, tmp_path):
+    """`--tasks cais/mmlu` online: lm-evaluation-harness's own MMLU group downloads its 57 subjects with `datasets`
+    from the hub (here the fake hub, speaking the same protocol, one question and one few-shot example a subject)."""
+    import os
+    import subprocess
+
+    import yaml
+    from fake_hf_hub import FakeHub
+
+    task_dir = Path(knowledge._engine()[0].__file__).parent / "tasks" / "mmlu" / "default"
+    subjects = sorted(yaml.safe_load(p.read_text())["dataset_name"] for p in task_dir.glob("mmlu_*.yaml"))
+    assert len(subjects) == 57
+    files, configs = {}, []
+    for subject in subjects:
+        for split in ("test", "dev"):
+            row = {"question": f"{subject} {split}: which letter is second?", "subject": subject,
+                   "choices": ["a", "b", "c", "d"], "answer": 1}
+            files[f"{subject}/{split}-00000-of-00001.parquet"] = _parquet([row])
+        configs.append({"config_name": subject, "data_files": [{"split": s, "path": f"{subject}/{s}-*"}
+                                                                for s in ("test", "dev")]})
+    files["README.md"] = f"---\n{yaml.safe_dump({'configs': configs})}---\n# MMLU (a test copy)\n".encode()
+    tuned, _ = tiny_models
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE")}
+    with FakeHub() as hub:
+        hub.seed("cais/mmlu", files, repo_type="dataset")
+        env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf"))
+        done = subprocess.run([sys.executable, "-m", "finetune", "eval", str(tuned), "--tasks", "cais/mmlu",
+                               "--fewshot", "1", "--out", str(out)], env=env, capture_output=True, text=True,
+                              timeout=600)
+        downloaded = {p.split("/resolve/")[1].split("/", 1)[1] for m, p in hub.requests
+                      if m == "GET" and "/resolve/" in p and p.endswith(".parquet")}
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert downloaded == {p for p in files if p.endswith(".parquet")}
+    report = json.loads((out / "eval.json").read_text())
+    assert report["tasks"] == ["mmlu"] and report["settings"]["fewshot"] == 1
+    mmlu = report["models"]["tuned"]["knowledge"]["mmlu"]
+    assert mmlu["n"] == 57 and len(mmlu["subjects"]) == 57, mmlu
+    assert {s["n"] for s in mmlu["subjects"].values()} == {1}
+    assert mmlu["acc"] == pytest.approx(sum(s["acc"] for s in mmlu["subjects"].values()) / 57)
