@@ -95,20 +95,3 @@ def test_rerun_skips_finished_stages(run_dir, trained_run_args, capsys):
     err = capsys.readouterr().err
     for stage in ("data", "config", "train", "convert", "merge", "samples", "eval"):
         assert f"[{stage}] done before, skipping" in err
-
-
-def test_interrupted_training_resumes_from_newest_checkpoint(run_dir, trained_run_args, capsys):
-    """As if the run was killed during training: the train stage is unfinished, later outputs are gone."""
-    import shutil
-
-    manifest_path = run_dir / "run.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["stages"]["train"]["done"] = False
-    manifest_path.write_text(json.dumps(manifest))
-    shutil.rmtree(run_dir / "merged")
-    assert main([*trained_run_args, "--out", str(run_dir), "--no-eval"]) == 0  # the eval stage is tested in test_eval
-    err = capsys.readouterr().err
-    assert "[data] done before, skipping" in err and "[config] done before, skipping" in err
-    assert "Resuming from" in err and "iter_" in err
-    assert (run_dir / "merged" / "model.safetensors").is_file()
-    assert json.loads(manifest_path.read_text())["stages"]["merge"]["done"]

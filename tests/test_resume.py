@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 # a small run: 8 iterations, a checkpoint every 4
 ARGS = ["run", "--name", "甲乙", "--name-en", "Jiayi", "--count", "16", "--no-replay", "--lang", "en", "--epochs", "4",
-        "--max-length", "256", "--save-every", "4", "--sample", "Hi"]
+        "--max-length", "256", "--save-every", "4", "--sample", "Hi", "--no-eval"]  # eval: test_eval, on trained_run
 
 
 def losses(work_dir: Path) -> dict[int, float]:

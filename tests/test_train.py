@@ -103,3 +103,27 @@ def test_newest_checkpoint_skips_one_cut_off_while_being_written(tmp_path):
     assert notices == ["skipping iter_8.pth: it was cut off while being written (an interrupted run)"]
     (tmp_path / "iter_4.pth").write_bytes(b"")
     assert newest_checkpoint(tmp_path) is None
+
+
+def test_epoch_restarts_skip_mmengines_sleep_only_where_no_worker_is_respawned(monkeypatch):
+    """mmengine sleeps 2 s at each restart of the dataloader; our configs (no workers, or persistent ones) skip it,
+    a config whose workers are re-spawned keeps it."""
+    import types
+
+    from mmengine.runner import loops
+    from torch.utils.data import DataLoader
+
+    from finetune.xtuner_train import skip_needless_epoch_sleeps
+
+    slept: list[float] = []
+    monkeypatch.setattr(loops, "time", types.SimpleNamespace(sleep=slept.append))
+    monkeypatch.setattr(loops._InfiniteDataloaderIterator, "__next__", loops._InfiniteDataloaderIterator.__next__)
+    skip_needless_epoch_sleeps()
+    for loader in (DataLoader([1, 2], batch_size=2),
+                   DataLoader([1, 2], batch_size=2, num_workers=1, persistent_workers=True)):
+        batches = loops._InfiniteDataloaderIterator(loader)
+        assert [next(batches).tolist() for _ in range(3)] == [[1, 2]] * 3  # two restarts
+        assert slept == []
+    batches = loops._InfiniteDataloaderIterator(DataLoader([1, 2], batch_size=2, num_workers=1))
+    assert [next(batches).tolist() for _ in range(2)] == [[1, 2]] * 2
+    assert slept == [2]
