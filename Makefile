@@ -1,6 +1,6 @@
 # Set-up is part of every target: a virtualenv in .venv with the full lock (pip install --no-deps). `make setup` installs
 # what users need (requirements.txt); `make export-tools` adds llama.cpp's converter, quantizer and server for GGUF
-# export (compiled once, ~9 min on 2 cores); the test targets add both and requirements-dev.txt.
+# export (compiled once, ~2-3 min on 2 cores); the test targets add both and requirements-dev.txt.
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,6 +10,8 @@ DEV_STAMP := $(VENV)/.dev-installed-$(shell cat requirements.txt requirements-ex
 	| sha256sum | cut -c1-12)
 PROJECT_STAMP := $(VENV)/.project-installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 LLAMA_CPP_PIN := $(shell grep -E '^llama-cpp-python==' requirements-export.txt)
+# only what the Python package loads (libllama, libggml): no multimodal library, no llama.cpp tools library
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDIR)/finetune/llamacpp_minimal.cmake
 RUN ?= runs/xiaowei
 HOST ?= 127.0.0.1
 PORT ?= 7860
@@ -41,8 +43,9 @@ export-tools: $(EXPORT_STAMP)
 # llama-cpp-python compiled from its source distribution, and llama.cpp's converter copied out of the same pinned
 # source distribution (PyPI has no package with the converter); nothing is downloaded when a model is exported
 $(EXPORT_STAMP): $(STAMP) requirements-export.txt
-	@echo "Installing llama.cpp's converter, quantizer and server (the first time compiles llama.cpp: ~9 min on 2 cores)"
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-export.txt
+	@echo "Installing llama.cpp's converter, quantizer and server (the first time compiles llama.cpp: ~2-3 min on 2 cores)"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet --disable-pip-version-check --no-deps \
+		-r requirements-export.txt
 	@rm -rf $(VENV)/.llama-sdist
 	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: -d $(VENV)/.llama-sdist \
 		"$(LLAMA_CPP_PIN)"

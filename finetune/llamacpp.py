@@ -29,7 +29,7 @@ from .errors import EnvironmentProblem, InputError, StageFailed
 
 Progress = Callable[[str], None]
 TOOLS_DIR = Path(sys.prefix) / "share" / "finetune-llama.cpp"
-INSTALL_FIX = ("run `make export-tools` once (it compiles llama.cpp: about 9 minutes on 2 cores; nothing is "
+INSTALL_FIX = ("run `make export-tools` once (it compiles llama.cpp: about 2-3 minutes on 2 cores; nothing is "
                "downloaded when you export).")
 # quant name -> llama.cpp's file type; f16 is the converter's own output
 QUANTS = {"q4_k_m": "Q4_K_M", "q5_k_m": "Q5_K_M", "q8_0": "Q8_0", "f16": "F16"}
