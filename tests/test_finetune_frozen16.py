@@ -71,7 +71,7 @@ def test_frozen_16bit_leaves_an_fp32_model_alone(embedded_model):
     assert model.get_input_embeddings().weight.dtype == torch.float32
 
 
-def train_steps(model, tokenizer, steps=6):
+def train_steps(model, tokenizer, steps=4):
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-3)
     model.train()
