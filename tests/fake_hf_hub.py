@@ -54,6 +54,19 @@ class Blob:
         return git_sha1(lfs_pointer(self.sha256, len(self.data)) if self.lfs else self.data)
 
 
+def file_entry(path: str, blob: Blob) -> dict:
+    """A file as the tree and paths-info endpoints list it."""
+    entry = {"type": "file", "oid": blob.oid, "size": len(blob.data), "path": path}
+    if blob.lfs:
+        entry["lfs"] = {"oid": blob.sha256, "size": len(blob.data),
+                        "pointerSize": len(lfs_pointer(blob.sha256, len(blob.data)))}
+    return entry
+
+
+def directory_entry(path: str) -> dict:
+    return {"type": "directory", "oid": git_sha1(path.encode()), "size": 0, "path": path}
+
+
 @dataclass
 class Commit:
     oid: str
@@ -283,15 +296,10 @@ class FakeHub:
             folders = parts[:-1] if recursive else parts[:1] if len(parts) > 1 else []
             for depth in range(len(folders)):
                 folder = prefix + "/".join(parts[:depth + 1])
-                entries.setdefault(folder, {"type": "directory", "oid": git_sha1(folder.encode()), "size": 0,
-                                            "path": folder})
+                entries.setdefault(folder, directory_entry(folder))
             if len(parts) > 1 and not recursive:
                 continue
-            entry = {"type": "file", "oid": blob.oid, "size": len(blob.data), "path": path}
-            if blob.lfs:
-                entry["lfs"] = {"oid": blob.sha256, "size": len(blob.data),
-                                "pointerSize": len(lfs_pointer(blob.sha256, len(blob.data)))}
-            entries[path] = entry
+            entries[path] = file_entry(path, blob)
         return 200, list(entries.values())
 
     def paths_info(self, args, query, token, body):
@@ -302,13 +310,9 @@ class FakeHub:
         for path in asked:
             blob = repo.files.get(path)
             if blob is not None:
-                entry = {"type": "file", "oid": blob.oid, "size": len(blob.data), "path": path}
-                if blob.lfs:
-                    entry["lfs"] = {"oid": blob.sha256, "size": len(blob.data),
-                                    "pointerSize": len(lfs_pointer(blob.sha256, len(blob.data)))}
-                entries.append(entry)
+                entries.append(file_entry(path, blob))
             elif any(p.startswith(path + "/") for p in repo.files):
-                entries.append({"type": "directory", "oid": git_sha1(path.encode()), "size": 0, "path": path})
+                entries.append(directory_entry(path))
         return 200, entries
 
     def resolve(self, args, query, token, body):
